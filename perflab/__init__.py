@@ -1,0 +1,27 @@
+"""perflab: a performance workbench for asyncio services that call rate-limited APIs
+concurrently and log JSON lines.
+
+The public surface is this module's ``__all__``; everything else is internal.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from perflab.batching import BatchProcessor, BatchStats
+from perflab.ratelimit import LimiterStats, TokenBucketLimiter
+from perflab.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
+
+try:
+    __version__ = version("perflab")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "BatchProcessor",
+    "BatchStats",
+    "LimiterStats",
+    "TaskPool",
+    "TaskPoolConfig",
+    "TaskPoolStats",
+    "TokenBucketLimiter",
+    "__version__",
+]

@@ -1,0 +1,712 @@
+"""TaskPool: bounded concurrency for asyncio, with lazy input, per-task timeouts and
+structured failure handling.
+
+Design, and why:
+
+* **Workers await inline.** A pool slot is a long-lived worker task that pulls the next
+  item and awaits ``fn(item)`` directly, instead of one task per item. That is what makes
+  the pool cheap (no task, no semaphore and no gather bookkeeping per item) and what keeps
+  the input lazy: an item is taken from the iterable only when a slot is free, so a
+  generator of millions of items holds ``max_concurrent`` of them at a time.
+* **One deadline mechanism.** Workers only stamp the start time of their current item; a
+  single watchdog timer, armed for the earliest deadline, cancels the workers that overran
+  and turns that cancellation into ``TimeoutError``. A per-item ``asyncio.timeout`` would
+  cost a timer handle and a context manager per item.
+* **One bound per pool.** ``map``, ``gather`` and ``submit`` running at the same time share
+  the ``max_concurrent`` slots. Slots are handed out first come, first served, and a worker
+  whose call holds more slots than a waiting call gives its slot away after its current
+  item, so two concurrent calls settle at an even split without churn.
+* **Structured.** The first failure cancels the rest of that call's work and is raised;
+  when ``map``/``gather`` return or raise, and when ``async with pool:`` exits, none of
+  their work is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from perflab._validate import check_int, check_optional_int, check_optional_number
+
+__all__ = ["TaskPool", "TaskPoolConfig", "TaskPoolStats"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# A deadline counts as reached when the clock is within this of it: asyncio may run a
+# timer a clock tick early, and a re-armed watchdog must not spin on the same deadline.
+_CLOCK_SLACK = 1e-6
+# Coarse clocks (uvloop's is in milliseconds) can fire a timer before its deadline; the
+# watchdog then waits at least this long before it looks again instead of spinning.
+_MIN_REARM_DELAY = 0.001
+
+_TIMEOUT = "timeout"
+_CANCELLED = "cancelled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskPoolConfig:
+    """Settings of a :class:`TaskPool`.
+
+    ``max_concurrent``: most calls running at once (>= 1). ``timeout_seconds``: longest a
+    call may run before it is cancelled and fails with ``TimeoutError`` (> 0, or ``None``
+    for no limit). ``max_queue``: most submitted calls waiting for a slot before
+    ``submit`` waits (>= 1, or ``None`` for no limit).
+    """
+
+    max_concurrent: int = 10
+    timeout_seconds: float | None = 30.0
+    max_queue: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("max_concurrent", self.max_concurrent, minimum=1)
+        timeout = check_optional_number("timeout_seconds", self.timeout_seconds, positive=True)
+        object.__setattr__(self, "timeout_seconds", timeout)
+        check_optional_int("max_queue", self.max_queue, minimum=1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskPoolStats:
+    """Counters of a :class:`TaskPool` since it was created.
+
+    Every call the pool accepted is in exactly one state, so
+    ``submitted == completed + failed + timed_out + cancelled + in_flight + queued``.
+    ``map`` accepts its items lazily (one when a slot is free), so it never queues;
+    ``gather`` accepts all its awaitables at once and ``submit`` queues under backpressure.
+    """
+
+    submitted: int
+    completed: int
+    failed: int
+    timed_out: int
+    cancelled: int
+    in_flight: int
+    queued: int
+    peak_in_flight: int
+    max_queue_depth: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class _Worker:
+    """One pool slot in use: the task running it and the call it is awaiting."""
+
+    __slots__ = ("task", "started", "interrupt", "key")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.started: float | None = None  # loop time the current call began, or None
+        self.interrupt: str | None = None  # why the pool cancelled the current call
+        self.key: Any = None  # the submit future of the current call
+
+
+class _Job:
+    """One stream of work sharing the pool's slots: a map/gather call or a submit block."""
+
+    __slots__ = ("workers", "limit", "stopping", "registered", "waiter", "failure", "accepted")
+
+    def __init__(self, limit: int, accepted: bool) -> None:
+        self.accepted = accepted  # its calls are counted as submitted before they start
+        self.workers: set[_Worker] = set()
+        self.limit = limit  # most workers this job can use
+        self.stopping = False
+        self.registered = False  # waiting in the pool's slot queue
+        self.waiter: asyncio.Future[None] | None = None  # woken when the last worker exits
+        self.failure: BaseException | None = None
+
+    def wants_worker(self) -> bool:
+        raise NotImplementedError
+
+    def take(self) -> tuple[Any, Callable[..., Awaitable[Any]], tuple[Any, ...]]:
+        """Return ``(key, fn, args)`` of the next call; raise StopIteration when empty."""
+        raise NotImplementedError
+
+    def settle(self, key: Any, value: Any) -> None:
+        raise NotImplementedError
+
+    def settle_error(self, key: Any, exc: BaseException) -> bool:
+        """Record a failed call; return True if the whole job must stop."""
+        raise NotImplementedError
+
+    def settle_cancelled(self, key: Any) -> None:
+        """The pool cancelled a running call (stop, or its submit future was cancelled)."""
+
+    def discard_unstarted(self) -> int:
+        """Drop calls accepted but never started; return how many."""
+        return 0
+
+    def finished(self) -> bool:
+        return not self.workers and not self.wants_worker()
+
+
+class _SequenceJob(_Job):
+    """``map`` (fn over a lazy iterable) or ``gather`` (awaitables accepted up front)."""
+
+    __slots__ = ("items", "fn", "results", "return_exceptions", "exhausted", "sized")
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Awaitable[Any]],
+        items: Iterable[Any],
+        limit: int,
+        return_exceptions: bool,
+        accepted: bool,
+        sized: bool,
+    ) -> None:
+        super().__init__(limit, accepted)
+        self.items = iter(items)
+        self.fn = fn
+        self.results: list[Any] = []
+        self.return_exceptions = return_exceptions
+        self.exhausted = False
+        self.sized = sized  # length known: start every worker at once instead of ramping
+
+    def wants_worker(self) -> bool:
+        return not (self.exhausted or self.stopping) and len(self.workers) < self.limit
+
+    def take(self) -> tuple[Any, Callable[..., Awaitable[Any]], tuple[Any, ...]]:
+        item = next(self.items)
+        key = len(self.results)
+        self.results.append(None)
+        return key, self.fn, (item,)
+
+    def settle(self, key: Any, value: Any) -> None:
+        self.results[key] = value
+
+    def settle_error(self, key: Any, exc: BaseException) -> bool:
+        if self.return_exceptions and isinstance(exc, Exception):
+            self.results[key] = exc
+            return False
+        if self.failure is None:
+            self.failure = exc
+        return True
+
+    def discard_unstarted(self) -> int:
+        if not self.accepted:
+            return 0  # map: items not taken yet were never accepted
+        dropped = 0
+        for awaitable in self.items:
+            _discard_awaitable(awaitable)
+            dropped += 1
+        return dropped
+
+
+class _SubmitJob(_Job):
+    """The calls submitted inside one ``async with pool:`` block."""
+
+    __slots__ = ("pending", "starting", "parent", "cancelled_parent", "exiting", "space_waiters")
+
+    def __init__(self, limit: int, parent: asyncio.Task[Any] | None) -> None:
+        super().__init__(limit, accepted=True)
+        self.pending: deque[tuple[asyncio.Future[Any], Callable[..., Awaitable[Any]], tuple]] = deque()
+        self.starting = 0  # workers created but not yet running: each will take one call
+        self.parent = parent
+        self.cancelled_parent = False
+        self.exiting = False
+        self.space_waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self.pending) - self.starting
+
+    def wants_worker(self) -> bool:
+        return not self.stopping and self.queued > 0 and len(self.workers) < self.limit
+
+    def take(self) -> tuple[Any, Callable[..., Awaitable[Any]], tuple[Any, ...]]:
+        if not self.pending:
+            raise StopIteration
+        self._wake_space_waiter()
+        return self.pending.popleft()
+
+    def settle(self, key: Any, value: Any) -> None:
+        if not key.done():
+            key.set_result(value)
+
+    def settle_error(self, key: Any, exc: BaseException) -> bool:
+        if not key.done():
+            key.set_exception(exc)
+            key.exception()  # the pool reports it (raised from the block, or counted in stats)
+        if self.failure is None:
+            self.failure = exc
+        return True
+
+    def settle_cancelled(self, key: Any) -> None:
+        key.cancel()
+
+    def discard_unstarted(self) -> int:
+        dropped = 0
+        while self.pending:
+            fut, _, _ = self.pending.popleft()
+            if fut.cancel():
+                dropped += 1
+        self._wake_space_waiter(all_of_them=True)
+        return dropped
+
+    def _wake_space_waiter(self, all_of_them: bool = False) -> None:
+        waiters = self.space_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if not all_of_them:
+                    return
+
+
+def _identity(awaitable: Awaitable[Any]) -> Awaitable[Any]:
+    return awaitable
+
+
+def _discard_awaitable(awaitable: Any) -> None:
+    """Make an awaitable that will never be awaited go away quietly."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()  # no "coroutine was never awaited" warning
+    elif isinstance(awaitable, asyncio.Future):
+        awaitable.cancel()
+
+
+class TaskPool:
+    """Run async calls with at most ``max_concurrent`` at once.
+
+    Usage::
+
+        pool = TaskPool(max_concurrent=20, timeout_seconds=10)
+        quotes = await pool.map(fetch_quote, symbols)   # input order, lazily consumed
+        print(pool.stats)
+    """
+
+    __slots__ = (
+        "config",
+        "_loop",
+        "_free",
+        "_slot_waiters",
+        "_all_workers",
+        "_watchdog",
+        "_context",
+        "_submitted",
+        "_completed",
+        "_failed",
+        "_timed_out",
+        "_cancelled",
+        "_in_flight",
+        "_queued",
+        "_peak_in_flight",
+        "_max_queue_depth",
+    )
+
+    def __init__(self, config: TaskPoolConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = TaskPoolConfig(**overrides)
+        elif not isinstance(config, TaskPoolConfig):
+            raise TypeError(f"config must be a TaskPoolConfig or None, got {type(config).__name__}")
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._free = config.max_concurrent
+        self._slot_waiters: deque[_Job] = deque()
+        self._all_workers: set[_Worker] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._context: _SubmitJob | None = None
+        self._submitted = self._completed = self._failed = self._timed_out = 0
+        self._cancelled = self._in_flight = self._queued = 0
+        self._peak_in_flight = self._max_queue_depth = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskPool max_concurrent={self.config.max_concurrent} "
+            f"timeout_seconds={self.config.timeout_seconds} in_flight={self._in_flight} "
+            f"queued={self._queued} completed={self._completed} failed={self._failed}>"
+        )
+
+    @property
+    def stats(self) -> TaskPoolStats:
+        """A snapshot of the pool's counters."""
+        return TaskPoolStats(
+            submitted=self._submitted,
+            completed=self._completed,
+            failed=self._failed,
+            timed_out=self._timed_out,
+            cancelled=self._cancelled,
+            in_flight=self._in_flight,
+            queued=self._queued,
+            peak_in_flight=self._peak_in_flight,
+            max_queue_depth=self._max_queue_depth,
+        )
+
+    # ----------------------------------------------------------------- public API
+
+    async def map(
+        self,
+        fn: Callable[[T], Awaitable[R]],
+        iterable: Iterable[T],
+        *,
+        return_exceptions: bool = False,
+    ) -> list[R]:
+        """Return ``[await fn(item) for item in iterable]``, running up to
+        ``max_concurrent`` calls at once; the iterable is consumed lazily.
+
+        Without ``return_exceptions`` the first failure (or ``TimeoutError``) cancels the
+        calls still running and is raised; with it, exceptions take their item's place.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be an async callable, got {type(fn).__name__}")
+        if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
+            raise TypeError("iterable must be a (sync) iterable; feed an async iterable through submit()")
+        try:
+            items = iter(iterable)
+        except TypeError:
+            raise TypeError(f"iterable must be iterable, got {type(iterable).__name__}") from None
+        limit = self.config.max_concurrent
+        size = _length_hint(iterable)
+        if size is not None:
+            limit = min(limit, size)
+        job = _SequenceJob(fn, items, limit, return_exceptions, accepted=False, sized=size is not None)
+        return await self._run_sequence(job)
+
+    async def gather(self, *awaitables: Awaitable[Any], return_exceptions: bool = False) -> list[Any]:
+        """Like :func:`asyncio.gather`, with at most ``max_concurrent`` awaited at once.
+
+        Coroutines never started because of a failure are closed; futures are cancelled.
+        """
+        for position, awaitable in enumerate(awaitables):
+            if not inspect.isawaitable(awaitable):
+                for other in awaitables:
+                    if inspect.isawaitable(other):
+                        _discard_awaitable(other)
+                raise TypeError(f"awaitables[{position}] must be awaitable, got {type(awaitable).__name__}")
+        limit = min(self.config.max_concurrent, len(awaitables))
+        job = _SequenceJob(_identity, awaitables, limit, return_exceptions, accepted=True, sized=True)
+        self._submitted += len(awaitables)
+        self._queued += len(awaitables)
+        self._max_queue_depth = max(self._max_queue_depth, self._queued)
+        return await self._run_sequence(job)
+
+    async def submit(self, fn: Callable[..., Awaitable[R]], /, *args: Any) -> asyncio.Future[R]:
+        """Queue ``fn(*args)`` and return a future for its result.
+
+        Needs an open ``async with pool:`` block. Waits while ``max_queue`` calls are
+        queued (backpressure). Cancelling the returned future cancels the call.
+        """
+        job = self._context
+        if job is None:
+            raise RuntimeError("submit() needs an open 'async with pool:' block")
+        if not callable(fn):
+            raise TypeError(f"fn must be an async callable, got {type(fn).__name__}")
+        max_queue = self.config.max_queue
+        while True:
+            if job.stopping or job is not self._context:
+                raise RuntimeError("TaskPool is stopping after a failure: submit() refused") from job.failure
+            if max_queue is None or job.queued < max_queue:
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            job.space_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    job._wake_space_waiter()  # pass our turn on
+                raise
+        loop = self._bind_loop()
+        fut: asyncio.Future[R] = loop.create_future()
+        job.pending.append((fut, fn, args))
+        fut.add_done_callback(self._on_submitted_future_cancelled)
+        self._submitted += 1
+        self._queued += 1
+        self._request_slots(job)
+        queued = job.queued
+        if queued > self._max_queue_depth:
+            self._max_queue_depth = queued
+        return fut
+
+    async def __aenter__(self) -> TaskPool:
+        if self._context is not None:
+            raise RuntimeError("TaskPool is already open in an 'async with' block; use a second pool to nest")
+        self._bind_loop()
+        self._context = _SubmitJob(self.config.max_concurrent, asyncio.current_task())
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        job = self._context
+        assert job is not None  # __aenter__ ran
+        job.exiting = True
+        got_cancelled = isinstance(exc, asyncio.CancelledError)
+        if exc is not None:
+            self._stop(job)  # the body failed or was cancelled: nothing more to wait for
+        while not job.finished():
+            try:
+                await self._wait_finished(job)
+            except asyncio.CancelledError:
+                got_cancelled = True
+                self._stop(job)
+        self._context = None
+        if job.cancelled_parent and job.parent is not None:
+            # We cancelled the body to stop it after a failure; any other cancellation
+            # request that arrived meanwhile must still propagate.
+            outer_cancel = job.parent.uncancel() > 0
+        else:
+            outer_cancel = got_cancelled
+        if outer_cancel:
+            if got_cancelled and isinstance(exc, asyncio.CancelledError):
+                return False
+            raise asyncio.CancelledError
+        if exc is not None and not (got_cancelled and job.cancelled_parent):
+            return False  # the body's own exception propagates
+        if job.failure is not None:
+            raise job.failure
+        return False
+
+    # ----------------------------------------------------------------- internals
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._all_workers or self._context is not None or self._slot_waiters:
+                raise RuntimeError("TaskPool is busy in another event loop")
+            self._loop = loop
+            self._watchdog = None
+        return loop
+
+    async def _run_sequence(self, job: _SequenceJob) -> list[Any]:
+        self._bind_loop()
+        self._request_slots(job, most=None if job.sized else 1)
+        try:
+            while not job.finished():
+                await self._wait_finished(job)
+        except asyncio.CancelledError:
+            self._stop(job)
+            while not job.finished():
+                try:
+                    await self._wait_finished(job)
+                except asyncio.CancelledError:
+                    pass  # keep waiting: nothing of ours may outlive this call
+            raise
+        if job.failure is not None:
+            raise job.failure
+        return job.results
+
+    async def _wait_finished(self, job: _Job) -> None:
+        waiter = job.waiter = self._loop.create_future()  # type: ignore[union-attr]
+        try:
+            await waiter
+        finally:
+            job.waiter = None
+
+    def _request_slots(self, job: _Job, most: int | None = None) -> None:
+        """Give ``job`` free slots (at most ``most`` new workers); queue it for more."""
+        spawned = 0
+        while self._free and job.wants_worker() and (most is None or spawned < most):
+            self._free -= 1
+            self._spawn(job)
+            spawned += 1
+        if not self._free and not job.registered and job.wants_worker():
+            job.registered = True
+            self._slot_waiters.append(job)
+
+    def _poorest_waiter(self, exclude: _Job | None = None) -> _Job | None:
+        """The waiting job holding the fewest workers (first come on ties); drops stale ones."""
+        poorest = None
+        for job in list(self._slot_waiters):
+            if not job.wants_worker():
+                self._slot_waiters.remove(job)
+                job.registered = False
+            elif job is not exclude and (poorest is None or len(job.workers) < len(poorest.workers)):
+                poorest = job
+        return poorest
+
+    def _release_slot(self) -> None:
+        job = self._poorest_waiter() if self._slot_waiters else None
+        if job is None:
+            self._free += 1
+            return
+        self._spawn(job)
+        if not job.wants_worker():
+            self._slot_waiters.remove(job)
+            job.registered = False
+
+    def _spawn(self, job: _Job) -> None:
+        worker = _Worker()
+        job.workers.add(worker)
+        self._all_workers.add(worker)
+        if isinstance(job, _SubmitJob):
+            job.starting += 1
+        worker.task = self._loop.create_task(self._work(job, worker))  # type: ignore[union-attr]
+
+    def _stop(self, job: _Job) -> None:
+        """Cancel everything ``job`` still has running or queued (idempotent)."""
+        if job.stopping:
+            return
+        job.stopping = True
+        dropped = job.discard_unstarted()
+        self._cancelled += dropped
+        self._queued -= dropped
+        for worker in job.workers:
+            if worker.started is not None and worker.interrupt is None:
+                worker.task.cancel()  # type: ignore[union-attr]
+
+    def _fail(self, job: _Job) -> None:
+        """A call of ``job`` failed: stop the job and, for a submit block, its body."""
+        self._stop(job)
+        if isinstance(job, _SubmitJob) and not job.exiting and not job.cancelled_parent:
+            parent = job.parent
+            if parent is not None and not parent.done():
+                job.cancelled_parent = True
+                parent.cancel()
+
+    def _on_submitted_future_cancelled(self, fut: asyncio.Future[Any]) -> None:
+        """The caller cancelled a submit future: cancel its call, or unqueue it."""
+        if not fut.cancelled():
+            return
+        for worker in self._all_workers:
+            if worker.key is fut and worker.started is not None and worker.interrupt is None:
+                worker.interrupt = _CANCELLED
+                worker.task.cancel()  # type: ignore[union-attr]
+                return
+        job = self._context
+        if job is None:
+            return
+        for entry in job.pending:
+            if entry[0] is fut:
+                job.pending.remove(entry)
+                self._cancelled += 1
+                self._queued -= 1
+                job._wake_space_waiter()
+                return
+
+    def _arm_watchdog(self, when: float) -> None:
+        self._watchdog = self._loop.call_at(when, self._check_deadlines)  # type: ignore[union-attr]
+
+    def _check_deadlines(self) -> None:
+        """Cancel the calls that ran past ``timeout_seconds``; re-arm for the next one."""
+        self._watchdog = None
+        timeout = self.config.timeout_seconds
+        assert timeout is not None and self._loop is not None
+        now = self._loop.time()
+        earliest: float | None = None
+        for worker in self._all_workers:
+            started = worker.started
+            if started is None or worker.interrupt is not None:
+                continue
+            if started + timeout <= now + _CLOCK_SLACK:
+                worker.interrupt = _TIMEOUT
+                worker.task.cancel()  # type: ignore[union-attr]
+            elif earliest is None or started < earliest:
+                earliest = started
+        if earliest is not None:
+            self._arm_watchdog(max(earliest + timeout, now + _MIN_REARM_DELAY))
+
+    async def _work(self, job: _Job, worker: _Worker) -> None:
+        """A worker: take a call, await it inline, record the outcome, repeat."""
+        loop = self._loop
+        assert loop is not None
+        loop_time = loop.time
+        timeout = self.config.timeout_seconds
+        task = worker.task
+        assert task is not None
+        if isinstance(job, _SubmitJob):
+            job.starting -= 1
+        # A generator's length is unknown: ramp workers up by doubling rather than start
+        # max_concurrent of them for what may be three items.
+        grow = isinstance(job, _SequenceJob) and len(job.workers) < job.limit
+        accepted = job.accepted
+        try:
+            while not job.stopping:
+                try:
+                    key, fn, args = job.take()
+                except StopIteration:
+                    if isinstance(job, _SequenceJob):
+                        job.exhausted = True
+                    break
+                except BaseException as exc:  # the input iterable raised
+                    if job.failure is None:
+                        job.failure = exc
+                    self._fail(job)
+                    break
+                if grow and self._free:
+                    self._request_slots(job, most=len(job.workers))
+                    grow = len(job.workers) < job.limit
+                if accepted:
+                    self._queued -= 1
+                else:
+                    self._submitted += 1
+                in_flight = self._in_flight = self._in_flight + 1
+                if in_flight > self._peak_in_flight:
+                    self._peak_in_flight = in_flight
+                worker.key = key
+                worker.started = started = loop_time()
+                if timeout is not None and self._watchdog is None:
+                    self._arm_watchdog(started + timeout)
+                awaitable = None
+                try:
+                    awaitable = fn(*args)
+                    value = await awaitable
+                except asyncio.CancelledError:
+                    worker.started = None
+                    self._in_flight -= 1
+                    interrupt = worker.interrupt
+                    worker.interrupt = None
+                    if interrupt is None or task.uncancel() > 0:
+                        # Not a timeout of ours: the job is stopping, or the pool's caller
+                        # (or the loop) cancelled this worker.
+                        self._cancelled += 1
+                        job.settle_cancelled(key)
+                        if not job.stopping:
+                            job.failure = job.failure or asyncio.CancelledError("a pool worker was cancelled")
+                            self._fail(job)
+                        raise
+                    if interrupt is _CANCELLED:
+                        self._cancelled += 1  # the caller cancelled its submit future
+                        continue
+                    self._timed_out += 1
+                    if job.settle_error(key, TimeoutError(f"task exceeded timeout_seconds={timeout:g}")):
+                        self._fail(job)
+                except Exception as exc:
+                    worker.started = None
+                    self._in_flight -= 1
+                    self._forget_interrupt(worker)
+                    self._failed += 1
+                    error: BaseException = exc
+                    if awaitable is not None and not inspect.isawaitable(awaitable):
+                        error = TypeError(f"fn must return an awaitable, got {type(awaitable).__name__}")
+                    if job.settle_error(key, error):
+                        self._fail(job)
+                else:
+                    worker.started = None
+                    self._in_flight -= 1
+                    self._forget_interrupt(worker)
+                    self._completed += 1
+                    job.settle(key, value)
+                if self._slot_waiters:
+                    poorer = self._poorest_waiter(exclude=job)
+                    if poorer is not None and len(job.workers) > len(poorer.workers) + 1:
+                        break  # give this slot to a call that holds fewer
+        finally:
+            worker.key = None
+            job.workers.discard(worker)
+            self._all_workers.discard(worker)
+            self._release_slot()
+            self._request_slots(job)
+            if job.waiter is not None and not job.waiter.done() and job.finished():
+                job.waiter.set_result(None)
+
+    @staticmethod
+    def _forget_interrupt(worker: _Worker) -> None:
+        """The call ended on its own although we had cancelled it: withdraw that cancel."""
+        if worker.interrupt is not None:
+            worker.interrupt = None
+            worker.task.uncancel()  # type: ignore[union-attr]
+
+
+def _length_hint(iterable: Iterable[Any]) -> int | None:
+    """The length of a sized iterable, or None for an iterator or generator."""
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None

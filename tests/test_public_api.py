@@ -1,0 +1,39 @@
+"""The public surface: one curated, sorted ``__all__``, pinned here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import perflab
+
+EXPECTED = [
+    "BatchProcessor",
+    "BatchStats",
+    "LimiterStats",
+    "TaskPool",
+    "TaskPoolConfig",
+    "TaskPoolStats",
+    "TokenBucketLimiter",
+    "__version__",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert perflab.__all__ == EXPECTED
+    assert perflab.__all__ == sorted(perflab.__all__)
+
+
+def test_every_exported_name_exists() -> None:
+    for name in perflab.__all__:
+        assert hasattr(perflab, name), name
+
+
+def test_stats_objects_are_frozen_dataclasses_with_as_dict() -> None:
+    for cls in (perflab.TaskPoolStats, perflab.LimiterStats, perflab.BatchStats, perflab.TaskPoolConfig):
+        assert dataclasses.is_dataclass(cls)
+        assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert callable(cls.as_dict)
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    assert perflab.__version__ != "0.0.0+unknown"
