@@ -44,6 +44,7 @@ nbval: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/concurrency.py
+	$(BIN)/python benchmarks/io.py
 
 ## lab: JupyterLab on notebooks/ with the project's kernel
 lab: $(STAMP)

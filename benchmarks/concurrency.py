@@ -1,4 +1,4 @@
-"""perflab's asyncio primitives against their baselines and peers, side by side, one run.
+"""perflab's asyncio primitives beside their baselines and peers, side by side in one run.
 
 Every figure is the median [min-max] of REPEAT runs measured in this process, on asyncio
 and on uvloop. Ratios compare medians taken in the same run. Run with ``make bench``.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import statistics
 import time
 import tracemalloc
@@ -22,15 +21,12 @@ import uvloop
 
 from perflab import BatchProcessor, TaskPool, TokenBucketLimiter
 
+from common import ratio, repeat, table
+
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
     "uvloop": uvloop.new_event_loop,
 }
-
-
-def fmt(samples: list[float], scale: float = 1.0, digits: int = 3) -> str:
-    values = [s * scale for s in samples]
-    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
 def run(loop_name: str, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -38,31 +34,15 @@ def run(loop_name: str, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
         return runner.run(coro_fn())
 
 
-def repeat(
+def repeat_on(
     loop_name: str, coro_fn: Callable[[], Awaitable[float]], times: int, warmup: bool = True
 ) -> list[float]:
-    if warmup:
-        run(loop_name, coro_fn)
-    samples = []
-    for _ in range(times):
-        gc.collect()
-        samples.append(run(loop_name, coro_fn))
-    return samples
-
-
-def table(title: str, unit: str, rows: dict[str, dict[str, list[float]]], scale: float, digits: int) -> None:
-    print(f"\n{title}  ({unit}, median [min-max])")
-    loops = list(next(iter(rows.values())))
-    print(f"  {'':34s}" + "".join(f"{name:>28s}" for name in loops))
-    for label, by_loop in rows.items():
-        print(f"  {label:34s}" + "".join(f"{fmt(by_loop[name], scale, digits):>28s}" for name in loops))
+    """Samples of ``coro_fn``, each run in a fresh loop of the given kind."""
+    return repeat(lambda: run(loop_name, coro_fn), times, warmup)
 
 
 def ratio_line(label: str, rows: dict[str, dict[str, list[float]]], num: str, den: str) -> None:
-    parts = []
-    for loop_name in rows[num]:
-        value = statistics.median(rows[num][loop_name]) / statistics.median(rows[den][loop_name])
-        parts.append(f"{loop_name} {value:.3f}x")
+    parts = [f"{loop_name} {ratio(rows, num, den, loop_name):.3f}x" for loop_name in rows[num]]
     print(f"  {label}: " + ", ".join(parts))
 
 
@@ -138,7 +118,7 @@ def bench_pool(times: int) -> None:
     rows = {name: {} for name in pool_runners(1, 1, 0)}
     for loop_name in LOOPS:
         for name, fn in pool_runners(100, 10, 0.01).items():
-            rows[name][loop_name] = repeat(loop_name, fn, times)
+            rows[name][loop_name] = repeat_on(loop_name, fn, times)
     table("TaskPool: 100 tasks x sleep(10 ms), max_concurrent=10, wall", "s", rows, 1, 4)
     ratio_line("perflab / timer floor", rows, "perflab TaskPool.map", "timer floor (n/limit sleeps in a row)")
     ratio_line("perflab / Semaphore+gather", rows, "perflab TaskPool.map", "asyncio.Semaphore + gather")
@@ -149,7 +129,7 @@ def bench_pool(times: int) -> None:
     rows = {name: {} for name in runners}
     for loop_name in LOOPS:
         for name, fn in runners.items():
-            rows[name][loop_name] = [s / n for s in repeat(loop_name, fn, times)]
+            rows[name][loop_name] = [s / n for s in repeat_on(loop_name, fn, times)]
     table("TaskPool: CPU per task, 100,000 x sleep(0), max_concurrent=100", "us/task", rows, 1e6, 2)
     ratio_line("perflab map / Semaphore+gather", rows, "perflab TaskPool.map", "asyncio.Semaphore + gather")
     for loop_name in LOOPS:
@@ -207,7 +187,7 @@ def bench_limiter(times: int) -> None:
 
         return go
 
-    rows = {impl: {ln: repeat(ln, acquire_cpu(impl), times) for ln in LOOPS} for impl in impls}
+    rows = {impl: {ln: repeat_on(ln, acquire_cpu(impl), times) for ln in LOOPS} for impl in impls}
     table("Limiter: acquire() with a token available, CPU", "us/call", rows, 1e6, 3)
 
     def schedule(impl: str, rate: float, burst: int, n: int) -> Callable[[], Awaitable[float]]:
@@ -221,7 +201,7 @@ def bench_limiter(times: int) -> None:
         return go
 
     rows = {
-        impl: {ln: repeat(ln, schedule(impl, 50, 1, 50), times, warmup=False) for ln in LOOPS}
+        impl: {ln: repeat_on(ln, schedule(impl, 50, 1, 50), times, warmup=False) for ln in LOOPS}
         for impl in impls
     }
     table("Limiter: 50 acquires at 50/s, burst 1 (ideal 0.980 s)", "s", rows, 1, 4)
@@ -229,7 +209,7 @@ def bench_limiter(times: int) -> None:
     for rate, burst, seconds in ((1000, 1, 3.0), (10_000, 100, 3.0)):
         n = int(rate * seconds) + burst
         rows = {
-            impl: {ln: repeat(ln, schedule(impl, rate, burst, n), times, warmup=False) for ln in LOOPS}
+            impl: {ln: repeat_on(ln, schedule(impl, rate, burst, n), times, warmup=False) for ln in LOOPS}
             for impl in impls
         }
         # Achieved rate over the tokens after the initial burst; error vs the target.
@@ -280,7 +260,7 @@ def bench_batch(times: int) -> None:
 
         return go
 
-    rows = {"perflab BatchProcessor.add": {ln: repeat(ln, add_cpu(), times) for ln in LOOPS}}
+    rows = {"perflab BatchProcessor.add": {ln: repeat_on(ln, add_cpu(), times) for ln in LOOPS}}
     table("Batch: add() with no flush due, CPU", "us/item", rows, 1e6, 3)
 
     lateness: dict[str, list[float]] = {ln: [] for ln in LOOPS}
@@ -305,7 +285,7 @@ def bench_batch(times: int) -> None:
 
         return go
 
-    rows = {"time flush after flush_interval": {ln: repeat(ln, linger(ln), times) for ln in LOOPS}}
+    rows = {"time flush after flush_interval": {ln: repeat_on(ln, linger(ln), times) for ln in LOOPS}}
     table("Batch: time flush lateness (median of 20 per run), flush_interval=20 ms", "ms", rows, 1e3, 3)
     for loop_name, late in lateness.items():
         print(f"  {loop_name}: worst of {len(late)} flushes {max(late) * 1e3:.3f} ms late")

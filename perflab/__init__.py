@@ -8,7 +8,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from perflab.batching import BatchProcessor, BatchStats
 from perflab.ratelimit import LimiterStats, TokenBucketLimiter
+from perflab.readers import MemoryMappedReader, read_jsonl
 from perflab.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
+from perflab.writers import BufferedWriter, CompressedWriter, WriterStats
 
 try:
     __version__ = version("perflab")
@@ -18,10 +20,15 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "BatchProcessor",
     "BatchStats",
+    "BufferedWriter",
+    "CompressedWriter",
     "LimiterStats",
+    "MemoryMappedReader",
     "TaskPool",
     "TaskPoolConfig",
     "TaskPoolStats",
     "TokenBucketLimiter",
+    "WriterStats",
     "__version__",
+    "read_jsonl",
 ]

@@ -9,12 +9,17 @@ import perflab
 EXPECTED = [
     "BatchProcessor",
     "BatchStats",
+    "BufferedWriter",
+    "CompressedWriter",
     "LimiterStats",
+    "MemoryMappedReader",
     "TaskPool",
     "TaskPoolConfig",
     "TaskPoolStats",
     "TokenBucketLimiter",
+    "WriterStats",
     "__version__",
+    "read_jsonl",
 ]
 
 
@@ -29,7 +34,13 @@ def test_every_exported_name_exists() -> None:
 
 
 def test_stats_objects_are_frozen_dataclasses_with_as_dict() -> None:
-    for cls in (perflab.TaskPoolStats, perflab.LimiterStats, perflab.BatchStats, perflab.TaskPoolConfig):
+    for cls in (
+        perflab.TaskPoolStats,
+        perflab.LimiterStats,
+        perflab.BatchStats,
+        perflab.TaskPoolConfig,
+        perflab.WriterStats,
+    ):
         assert dataclasses.is_dataclass(cls)
         assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
         assert callable(cls.as_dict)

@@ -1,0 +1,327 @@
+"""Reading JSON lines back: MemoryMappedReader (zero-copy, random access) and read_jsonl
+(plain, gzip and zstd, with crash recovery).
+
+``read_jsonl`` tells a crash artifact from corruption. A writer killed mid-flush leaves
+a torn tail: a last line without its newline, or a last gzip member / zstd frame that
+ends early. With ``recover=True`` reading stops cleanly after the last intact record;
+without it the torn tail raises ``ValueError`` naming the file and byte offset (after the
+intact records have been yielded). A line that is not JSON in the middle of a file is not
+a crash artifact: it raises in both modes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import weakref
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import zstandard
+
+__all__ = ["MemoryMappedReader", "read_jsonl"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHUNK = 1 << 20
+_INDEX_CHUNK = 1 << 24  # bytes scanned per numpy pass when building the line index
+
+
+def _open_regular(path: str | os.PathLike[str]) -> tuple[Path, Any]:
+    """Open ``path`` for binary reading if it is a regular file (a FIFO would block)."""
+    path = Path(path)
+    mode = os.stat(path).st_mode  # FileNotFoundError names the path
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ValueError(f"path must be a regular file, {str(path)!r} is {kind}")
+    return path, open(path, "rb")  # noqa: SIM115
+
+
+class MemoryMappedReader:
+    """Read a file through a read-only memory map: zero-copy views, fast lines, random access.
+
+    Usage::
+
+        with MemoryMappedReader("quotes.jsonl") as reader:
+            for record in reader.records():
+                ...
+            middle = reader.line(reader.line_count // 2)
+
+    The mapping is a snapshot of the file's size when it was opened: bytes appended later
+    are not seen. A file truncated while it is mapped makes reading the lost pages kill
+    the process with SIGBUS: don't truncate a file that is being read. An empty file is
+    valid and has no lines.
+    """
+
+    __slots__ = ("path", "size", "_file", "_map", "_views", "_offsets", "__weakref__")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path, self._file = _open_regular(path)
+        self.size = os.fstat(self._file.fileno()).st_size
+        self._views: weakref.WeakSet[memoryview] = weakref.WeakSet()
+        self._offsets: np.ndarray | None = None
+        # mmap refuses an empty file ("cannot mmap an empty file"): it just has no bytes.
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
+
+    def __enter__(self) -> MemoryMappedReader:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<MemoryMappedReader {state} path={str(self.path)!r} size={self.size}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def close(self) -> None:
+        """Unmap and close; views handed out are released (using one raises ValueError)."""
+        if self._file is None:
+            return
+        for view in list(self._views):
+            view.release()
+        self._views.clear()
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # slices of our views still exist: the OS unmaps when they are gone
+            self._map = None
+        self._file.close()
+        self._file = None
+
+    def _mapping(self) -> mmap.mmap | None:
+        if self._file is None:
+            raise ValueError(f"MemoryMappedReader is closed ({self.path})")
+        return self._map
+
+    def read(self, offset: int = 0, size: int = -1) -> bytes:
+        """Copy ``size`` bytes from ``offset`` (``-1``: to the end)."""
+        mapping = self._mapping()
+        start, end = self._span(offset, size)
+        return mapping[start:end] if mapping is not None else b""
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """A zero-copy view of ``size`` bytes at ``offset``, valid until :meth:`close`."""
+        mapping = self._mapping()
+        start, end = self._span(offset, size)
+        if mapping is None:
+            return memoryview(b"")
+        view = memoryview(mapping)[start:end]
+        self._views.add(view)
+        return view
+
+    def _span(self, offset: int, size: int) -> tuple[int, int]:
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= self.size:
+            raise ValueError(f"offset must be an int in 0..{self.size}, got {offset!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < -1:
+            raise ValueError(f"size must be an int >= 0, or -1 for the rest, got {size!r}")
+        end = self.size if size == -1 else min(self.size, offset + size)
+        return offset, end
+
+    def iter_lines(self) -> Iterator[bytes]:
+        """Every line, without its newline (a last line without one is yielded too)."""
+        mapping = self._mapping()
+        if mapping is None:
+            return
+        # Lines up to the last newline all end in one, so the loop strips without a test;
+        # a tail without a newline comes last.
+        end = mapping.rfind(b"\n") + 1
+        if end:
+            # A private map per iterator: readline keeps a position, and iterators must not
+            # share one. Mapping the file again costs one system call.
+            own = mmap.mmap(self._file.fileno(), end, access=mmap.ACCESS_READ)  # type: ignore[union-attr]
+            try:
+                for line in iter(own.readline, b""):
+                    yield line[:-1]
+            finally:
+                own.close()
+        if end < self.size:
+            yield mapping[end : self.size]
+
+    def records(self) -> Iterator[Any]:
+        """Each non-blank line parsed as JSON; a bad line raises ValueError with its place."""
+        return _LineParser(self.path, "byte").parse(self.iter_lines())
+
+    @property
+    def line_count(self) -> int:
+        """Number of lines (builds the offsets index on first use)."""
+        return len(self._index()) - 1
+
+    def line(self, index: int) -> bytes:
+        """Line ``index`` (negative counts from the end) without its newline; O(1)."""
+        offsets = self._index()
+        count = len(offsets) - 1
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if not -count <= index < count:
+            raise IndexError(f"line index {index} out of range for {count} lines")
+        if index < 0:
+            index += count
+        start = int(offsets[index])
+        end = int(offsets[index + 1])
+        mapping = self._mapping()
+        assert mapping is not None
+        line = mapping[start:end]
+        return line[:-1] if line[-1:] == b"\n" else line
+
+    def _index(self) -> np.ndarray:
+        """Line start offsets plus the end: line i is ``[offsets[i], offsets[i + 1])``."""
+        mapping = self._mapping()
+        if self._offsets is None:
+            if mapping is None:
+                self._offsets = np.zeros(1, dtype=np.int64)
+            else:
+                starts = [np.zeros(1, dtype=np.int64)]
+                data = np.frombuffer(mapping, dtype=np.uint8)
+                try:
+                    for begin in range(0, self.size, _INDEX_CHUNK):
+                        chunk = data[begin : begin + _INDEX_CHUNK]
+                        starts.append(np.flatnonzero(chunk == 10).astype(np.int64) + (begin + 1))
+                finally:
+                    del data, chunk  # drop the exports so close() can unmap
+                offsets = np.concatenate(starts)
+                if offsets[-1] != self.size:  # the last line has no newline
+                    offsets = np.append(offsets, self.size)
+                self._offsets = offsets
+        return self._offsets
+
+
+# --------------------------------------------------------------------------- read_jsonl
+
+
+class _Torn(Exception):
+    """The stream ended inside a gzip member or zstd frame (a crashed writer)."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def read_jsonl(path: str | os.PathLike[str], *, recover: bool = False) -> Iterator[Any]:
+    """Yield the records of a .jsonl, .jsonl.gz or .jsonl.zst file.
+
+    The codec is recognised from the file's first bytes, so names don't matter; gzip files
+    may hold many members and zstd files many frames (what CompressedWriter writes). Blank
+    lines are skipped.
+    """
+    path, file = _open_regular(path)
+    with file:
+        head = file.read(4)
+        file.seek(0)
+        if head.startswith(_GZIP_MAGIC):
+            chunks, kind = _gzip_chunks(file), "gzip member"
+        elif head.startswith(_ZSTD_MAGIC):
+            chunks, kind = _zstd_chunks(file), "zstd frame"
+        else:
+            chunks, kind = iter(lambda: file.read(_CHUNK), b""), ""
+        yield from _records(path, chunks, kind, recover)
+
+
+class _LineParser:
+    """Parses lines as JSON, counting lines and bytes so an error can say where it is."""
+
+    def __init__(self, path: Path, place: str) -> None:
+        self.path = path
+        self.place = place  # "byte", or "decompressed byte" in a compressed file
+        self.number = 0  # lines seen
+        self.offset = 0  # where the next line starts
+
+    def parse(self, lines: Iterable[bytes]) -> Iterator[Any]:
+        loads = orjson.loads
+        for line in lines:
+            self.number += 1
+            if line.strip():
+                try:
+                    yield loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{self.where()} is not JSON: {exc}") from None
+            self.offset += len(line) + 1
+
+    def where(self) -> str:
+        return f"{self.path}: line {self.number} ({self.place} {self.offset})"
+
+
+def _records(path: Path, chunks: Iterator[bytes], kind: str, recover: bool) -> Iterator[Any]:
+    """Split decoded chunks into lines and parse them; handle a torn tail."""
+    parser = _LineParser(path, "decompressed byte" if kind else "byte")
+    tail: list[bytes] = []
+    try:
+        yield from parser.parse(_complete_lines(chunks, tail))
+    except _Torn as torn:
+        if recover:
+            return
+        raise ValueError(
+            f"{path}: truncated at byte {torn.offset}: the last {kind} ends early (a writer that "
+            f"crashed?); {parser.number} intact lines were read. Use recover=True to stop there."
+        ) from None
+    rest = tail[0]
+    if rest.strip():
+        # A last line without its newline: a whole record typed by hand, or a torn one.
+        try:
+            record = orjson.loads(rest)
+        except orjson.JSONDecodeError:
+            if recover:
+                return
+            parser.number += 1
+            raise ValueError(
+                f"{parser.where()} is cut off (no newline, not JSON): a torn tail. "
+                "Use recover=True to stop before it."
+            ) from None
+        yield record
+
+
+def _complete_lines(chunks: Iterator[bytes], tail: list[bytes]) -> Iterator[bytes]:
+    """The newline-terminated lines of the chunks; what follows the last newline goes to ``tail``."""
+    rest = b""
+    for chunk in chunks:
+        lines = (rest + chunk if rest else chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    tail.append(rest)
+
+
+def _gzip_chunks(file: Any) -> Iterator[bytes]:
+    """Decompress every gzip member in turn."""
+    return _frame_chunks(file, lambda: zlib.decompressobj(zlib.MAX_WBITS | 16), zlib.error, "gzip")
+
+
+def _zstd_chunks(file: Any) -> Iterator[bytes]:
+    """Decompress every zstd frame in turn (python-zstandard's one-shot ``decompress()``
+    returns only the first frame, and a truncated stream can end without an error)."""
+    context = zstandard.ZstdDecompressor()
+    return _frame_chunks(file, context.decompressobj, zstandard.ZstdError, "zstd")
+
+
+def _frame_chunks(file: Any, new_decompressor: Any, error: type[Exception], codec: str) -> Iterator[bytes]:
+    """Decompress a sequence of self-contained members/frames, tracking where each starts;
+    raise _Torn if the last one never finishes."""
+    decompressor = new_decompressor()
+    frame_start = 0
+    consumed = 0
+    while data := file.read(_CHUNK):
+        while data:
+            try:
+                out = decompressor.decompress(data)
+            except error as exc:
+                raise ValueError(
+                    f"{file.name}: corrupt {codec} data after byte {frame_start}: {exc}"
+                ) from None
+            if out:
+                yield out
+            if not decompressor.eof:
+                consumed += len(data)
+                break
+            consumed += len(data) - len(decompressor.unused_data)
+            data = decompressor.unused_data
+            frame_start = consumed
+            decompressor = new_decompressor()
+    if consumed != frame_start:  # bytes of a member/frame that never finished
+        raise _Torn(frame_start)

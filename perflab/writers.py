@@ -1,0 +1,416 @@
+"""JSON-lines writers: BufferedWriter (plain) and CompressedWriter (gzip, zstd, isal).
+
+Both share one buffering core, :class:`_LineBuffer`: each record is serialized by orjson
+into one line, appended to a ``bytearray``, and the buffer goes out in one write call when
+it reaches ``buffer_size`` bytes or holds ``max_writes`` records. A flush therefore writes
+whole lines only, and ``bytearray +=`` keeps its cost flat from 4 KiB to 8 MiB buffers
+(joining a list of lines into large chunks does not: a page fault per line once chunks
+pass malloc's mmap threshold).
+
+Crash safety: a record is "flushed" once its bytes are in the OS (a kill -9 cannot lose
+them; a power cut can, unless ``fsync``). CompressedWriter ends every flush so that the
+file decodes up to there. By default it writes a complete gzip member or zstd frame per
+flush (``flush_mode="frame"``): after a kill the file is a valid multi-member gzip or
+multi-frame zstd file that ``zcat``/``zstd -d`` read to the end with exit status 0, at a
+cost of about 3% of the ratio at 64 KiB flushes (less at larger ones). The alternative,
+``flush_mode="sync"`` (a zlib sync flush or a zstd block flush inside one stream), keeps
+the full ratio, and perflab's ``read_jsonl(recover=True)`` reads every flushed record back,
+but standard tools report "unexpected end of file" on a file whose writer died.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import zstandard
+
+from perflab._validate import check_int
+
+__all__ = ["BufferedWriter", "CompressedWriter", "WriterStats", "CODEC_LEVELS"]
+
+_dumps = orjson.dumps
+_NEWLINE_OPTION = orjson.OPT_APPEND_NEWLINE
+
+#: Compression levels each codec accepts ("isal" is gzip by the ISA-L library).
+CODEC_LEVELS: dict[str, range] = {"gzip": range(10), "zstd": range(1, 23), "isal": range(4)}
+_SUFFIXES = {"gzip": ".gz", "isal": ".gz", "zstd": ".zst"}
+_FSYNC_POLICIES = {False: "never", "never": "never", True: "flush", "flush": "flush", "close": "close"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriterStats:
+    """What a writer has done so far.
+
+    ``raw_bytes`` counts the serialized lines; ``bytes_written`` what reached the file
+    (compressed, for CompressedWriter). ``compression_ratio = bytes_written / raw_bytes``
+    (0.26 means the file is 26% of the raw size: 74% saved); ``compress_seconds`` is the
+    wall time spent compressing. Both are ``None`` for the plain writer.
+    """
+
+    records: int
+    raw_bytes: int
+    bytes_written: int
+    flushes: int
+    bytes_per_flush: float
+    buffered_records: int
+    buffered_bytes: int
+    fsyncs: int
+    compression_ratio: float | None = None
+    compress_seconds: float | None = None
+
+    @property
+    def flushed_records(self) -> int:
+        """Records whose bytes are in the OS: they survive a kill of this process."""
+        return self.records - self.buffered_records
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _LineBuffer:
+    """The shared core: serialize, buffer, flush on thresholds. Subclasses encode and write."""
+
+    __slots__ = (
+        "path",
+        "buffer_size",
+        "max_writes",
+        "_file",
+        "_buffer",
+        "_count",
+        "_records",
+        "_raw_bytes",
+        "_bytes_written",
+        "_flushes",
+        "_fsyncs",
+    )
+
+    def __init__(self, path: str | os.PathLike[str], buffer_size: int, max_writes: int, append: bool) -> None:
+        self.buffer_size = check_int("buffer_size", buffer_size, minimum=1)
+        self.max_writes = check_int("max_writes", max_writes, minimum=1)
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        self.path = Path(path)
+        self._buffer = bytearray()
+        self._count = 0
+        self._records = self._raw_bytes = self._bytes_written = self._flushes = self._fsyncs = 0
+        self._file = None
+        # Unbuffered: every flush is exactly one write call (the OS error names the path).
+        self._file = open(self.path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
+
+    def __enter__(self) -> _LineBuffer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return (
+            f"<{type(self).__name__} {state} path={str(self.path)!r} buffered={self._count} "
+            f"records={self._records} flushes={self._flushes}>"
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def __del__(self) -> None:
+        # Like io's own files: a writer dropped without close() still gets its buffer out.
+        if getattr(self, "_file", None) is not None:
+            warnings.warn(f"unclosed {type(self).__name__} {str(self.path)!r}", ResourceWarning, stacklevel=1)
+            self.close()
+
+    def write(self, record: Any) -> None:
+        """Write one JSON-serializable value as one line.
+
+        A value orjson cannot serialize raises TypeError and leaves the buffer as it was.
+        """
+        if self._file is None:
+            raise ValueError(f"write to a closed {type(self).__name__} ({self.path})")
+        buffer = self._buffer
+        buffer += _dumps(record, option=_NEWLINE_OPTION)
+        self._count += 1
+        if len(buffer) >= self.buffer_size or self._count >= self.max_writes:
+            self.flush()
+
+    def write_line(self, line: str | bytes | bytearray | memoryview) -> None:
+        """Write one raw line; a single trailing newline is optional, any other is refused."""
+        if self._file is None:
+            raise ValueError(f"write to a closed {type(self).__name__} ({self.path})")
+        if isinstance(line, str):
+            data = line.encode()
+        elif isinstance(line, bytes | bytearray | memoryview):
+            data = bytes(line)
+        else:
+            raise TypeError(f"line must be str or bytes, got {type(line).__name__}")
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        if b"\n" in data:
+            raise ValueError("line must be one line: it contains a newline")
+        self._buffer += data
+        self._buffer += b"\n"
+        self._count += 1
+        if len(self._buffer) >= self.buffer_size or self._count >= self.max_writes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffered lines to the file in one write (whole lines only)."""
+        if self._file is None:
+            raise ValueError(f"flush of a closed {type(self).__name__} ({self.path})")
+        if not self._buffer:
+            return
+        buffer = self._buffer
+        self._raw_bytes += len(buffer)
+        self._records += self._count
+        self._write_all(self._encode(buffer))
+        buffer.clear()
+        self._count = 0
+        self._flushes += 1
+        self._after_flush()
+
+    def close(self) -> None:
+        """Flush what is buffered, finish the file and close it; idempotent."""
+        if self._file is None:
+            return
+        try:
+            self.flush()
+            tail = self._finish()
+            if tail:
+                self._write_all(tail)
+            self._before_close()
+        finally:
+            file, self._file = self._file, None
+            file.close()
+
+    @property
+    def stats(self) -> WriterStats:
+        return WriterStats(
+            records=self._records + self._count,
+            raw_bytes=self._raw_bytes,
+            bytes_written=self._bytes_written,
+            flushes=self._flushes,
+            bytes_per_flush=self._bytes_written / self._flushes if self._flushes else 0.0,
+            buffered_records=self._count,
+            buffered_bytes=len(self._buffer),
+            fsyncs=self._fsyncs,
+        )
+
+    # Hooks for the subclasses.
+
+    def _encode(self, buffer: bytearray) -> bytes | bytearray:
+        return buffer
+
+    def _finish(self) -> bytes:
+        return b""
+
+    def _after_flush(self) -> None:
+        return None
+
+    def _before_close(self) -> None:
+        return None
+
+    def _write_all(self, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)  # type: ignore[union-attr]
+            self._bytes_written += written
+            view = view[written:]
+
+    def _fsync(self) -> None:
+        os.fsync(self._file.fileno())  # type: ignore[union-attr]
+        self._fsyncs += 1
+
+
+class BufferedWriter(_LineBuffer):
+    """Write JSON lines through a buffer that goes out in one write call per flush.
+
+    Usage::
+
+        with BufferedWriter("quotes.jsonl", buffer_size=256 * 1024) as out:
+            for quote in quotes:
+                out.write(quote)
+
+    ``fsync``: ``False``/"never" (the default: a kill -9 loses nothing flushed, a power
+    cut may), ``True``/"flush" (fsync after every flush) or "close" (once, at close).
+    """
+
+    __slots__ = ("fsync",)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        buffer_size: int = 65536,
+        max_writes: int = 1000,
+        *,
+        append: bool = False,
+        fsync: bool | Literal["never", "flush", "close"] = False,
+    ) -> None:
+        policy = _FSYNC_POLICIES.get(fsync) if isinstance(fsync, bool | str) else None
+        if policy is None:
+            raise ValueError(f"fsync must be True, False, 'never', 'flush' or 'close', got {fsync!r}")
+        self.fsync = policy
+        super().__init__(path, buffer_size, max_writes, append)
+
+    def _after_flush(self) -> None:
+        if self.fsync == "flush":
+            self._fsync()
+
+    def _before_close(self) -> None:
+        if self.fsync == "close":
+            self._fsync()
+
+
+class CompressedWriter(_LineBuffer):
+    """Write compressed JSON lines; every flush leaves a file that decodes up to it.
+
+    Usage::
+
+        with CompressedWriter("quotes.jsonl.zst", compression_level=3, codec="zstd") as out:
+            out.write({"symbol": "AAPL", "price": 187.23})
+
+    ``codec``: "gzip" (levels 0-9), "zstd" (levels 1-22) or "isal" (gzip format by
+    ISA-L, levels 0-3, several times faster; ``pip install perflab[isal]``).
+    ``flush_mode``: "frame" (default; a complete gzip member or zstd frame per flush) or
+    "sync" (one stream with a sync/block flush per flush); see the module docstring.
+    """
+
+    __slots__ = ("codec", "compression_level", "flush_mode", "_compressor", "_stream", "_compress_seconds")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        compression_level: int = 6,
+        *,
+        codec: Literal["gzip", "zstd", "isal"] = "gzip",
+        buffer_size: int = 65536,
+        max_writes: int = 1000,
+        append: bool = False,
+        flush_mode: Literal["frame", "sync"] = "frame",
+    ) -> None:
+        if codec not in CODEC_LEVELS:
+            raise ValueError(f"codec must be one of {sorted(CODEC_LEVELS)}, got {codec!r}")
+        levels = CODEC_LEVELS[codec]
+        check_int("compression_level", compression_level)
+        if compression_level not in levels:
+            bounds = f"{levels.start}-{levels.stop - 1}"
+            raise ValueError(f"compression_level must be {bounds} for {codec}, got {compression_level}")
+        if flush_mode not in ("frame", "sync"):
+            raise ValueError(f"flush_mode must be 'frame' or 'sync', got {flush_mode!r}")
+        self.codec = codec
+        self.compression_level = compression_level
+        self.flush_mode = flush_mode
+        self._compressor = _make_compressor(codec, compression_level)
+        self._stream: Any = None  # the open sync-mode stream
+        self._compress_seconds = 0.0
+        super().__init__(path, buffer_size, max_writes, append)
+
+    @property
+    def suffix(self) -> str:
+        """The file suffix for this codec: ".gz" or ".zst"."""
+        return _SUFFIXES[self.codec]
+
+    @property
+    def stats(self) -> WriterStats:
+        base = super().stats
+        ratio = base.bytes_written / base.raw_bytes if base.raw_bytes else None
+        return dataclasses.replace(base, compression_ratio=ratio, compress_seconds=self._compress_seconds)
+
+    def _encode(self, buffer: bytearray) -> bytes:
+        started = time.perf_counter()
+        if self.flush_mode == "frame":
+            data = self._compressor.frame(buffer)
+        else:
+            if self._stream is None:
+                self._stream = self._compressor.stream()
+            data = self._stream.sync(buffer)
+        self._compress_seconds += time.perf_counter() - started
+        return data
+
+    def _finish(self) -> bytes:
+        if self._stream is None:
+            return b""
+        started = time.perf_counter()
+        data = self._stream.finish()
+        self._compress_seconds += time.perf_counter() - started
+        self._stream = None
+        return data
+
+
+class _Compressor:
+    """A codec at a level: ``frame(data)`` gives one self-contained member/frame;
+    ``stream()`` one stream object with ``sync(data)`` and ``finish()``."""
+
+    def frame(self, data: bytes | bytearray) -> bytes:
+        raise NotImplementedError
+
+    def stream(self) -> Any:
+        raise NotImplementedError
+
+
+class _Deflate(_Compressor):
+    _GZIP_WBITS = 31  # 16 + 15: gzip header and trailer, 32 KiB window
+
+    def __init__(self, module: Any, level: int) -> None:
+        self.module = module
+        self.level = level
+
+    def frame(self, data: bytes | bytearray) -> bytes:
+        compressor = self.module.compressobj(self.level, self.module.DEFLATED, self._GZIP_WBITS)
+        return compressor.compress(data) + compressor.flush(self.module.Z_FINISH)
+
+    def stream(self) -> Any:
+        compressor = self.module.compressobj(self.level, self.module.DEFLATED, self._GZIP_WBITS)
+        return _DeflateStream(compressor, self.module)
+
+
+class _DeflateStream:
+    def __init__(self, compressor: Any, module: Any) -> None:
+        self.compressor = compressor
+        self.module = module
+
+    def sync(self, data: bytes | bytearray) -> bytes:
+        return self.compressor.compress(data) + self.compressor.flush(self.module.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self.compressor.flush(self.module.Z_FINISH)
+
+
+class _Zstd(_Compressor):
+    def __init__(self, level: int) -> None:
+        self.context = zstandard.ZstdCompressor(level=level)
+
+    def frame(self, data: bytes | bytearray) -> bytes:
+        return self.context.compress(data)
+
+    def stream(self) -> Any:
+        return _ZstdStream(self.context.compressobj())
+
+
+class _ZstdStream:
+    def __init__(self, compressor: Any) -> None:
+        self.compressor = compressor
+
+    def sync(self, data: bytes | bytearray) -> bytes:
+        return self.compressor.compress(data) + self.compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+    def finish(self) -> bytes:
+        return self.compressor.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+
+
+def _make_compressor(codec: str, level: int) -> _Compressor:
+    if codec == "zstd":
+        return _Zstd(level)
+    if codec == "gzip":
+        return _Deflate(zlib, level)
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        raise ValueError("codec='isal' needs the isal package: pip install 'perflab[isal]'") from None
+    return _Deflate(isal_zlib, level)

@@ -1,0 +1,257 @@
+"""MemoryMappedReader and read_jsonl: edge cases, random access, torn tails, corruption."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from perflab import BufferedWriter, CompressedWriter, MemoryMappedReader, read_jsonl
+
+
+def naive_lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+# --------------------------------------------------------------------------- MemoryMappedReader
+
+
+def test_an_empty_file_is_valid_and_has_nothing_to_read(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    with MemoryMappedReader(path) as reader:
+        assert reader.size == 0
+        assert reader.read() == b""
+        assert bytes(reader.view(0, 0)) == b""
+        assert list(reader.iter_lines()) == []
+        assert list(reader.records()) == []
+        assert reader.line_count == 0
+        with pytest.raises(IndexError):
+            reader.line(0)
+
+
+def test_a_directory_or_fifo_is_refused_clearly_without_blocking(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="path must be a regular file, .* is a directory"):
+        MemoryMappedReader(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(result, lambda: MemoryMappedReader(fifo)))
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "opening a FIFO must not block"
+    assert isinstance(result[0], ValueError) and "not a regular file" in str(result[0])
+    with pytest.raises(FileNotFoundError):
+        MemoryMappedReader(tmp_path / "missing.jsonl")
+
+
+def _capture(result: list[BaseException], fn) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        result.append(exc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=50),
+    trailing_newline=st.booleans(),
+)
+def test_lines_and_random_access_match_a_naive_reader(tmp_path_factory, lines, trailing_newline) -> None:
+    data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
+    path = tmp_path_factory.mktemp("r") / "f"
+    path.write_bytes(data)
+    expected = naive_lines(data)
+    with MemoryMappedReader(path) as reader:
+        assert list(reader.iter_lines()) == expected
+        assert reader.line_count == len(expected)
+        for i in range(len(expected)):
+            assert reader.line(i) == expected[i]
+            assert reader.line(-1 - i) == expected[-1 - i]
+        assert reader.read() == data
+
+
+def test_random_lines_of_a_large_file(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    lines = [orjson.dumps({"i": i, "pad": "x" * rng.randint(0, 300)}) for i in range(20_000)]
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with MemoryMappedReader(path) as reader:
+        for i in rng.sample(range(20_000), 500):
+            assert reader.line(i) == lines[i]
+        assert [r["i"] for r in reader.records()] == list(range(20_000))
+        with pytest.raises(IndexError, match="line index 20000 out of range for 20000 lines"):
+            reader.line(20_000)
+        with pytest.raises(TypeError, match="index must be an int"):
+            reader.line("3")  # type: ignore[arg-type]
+
+
+def test_views_are_zero_copy_and_released_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    reader = MemoryMappedReader(path)
+    view = reader.view(2, 5)
+    derived = view[1:3]
+    assert bytes(view) == b"23456" and bytes(derived) == b"34"
+    assert view.readonly
+    reader.close()  # does not fail on the views it handed out
+    with pytest.raises(ValueError):
+        bytes(view)
+    with pytest.raises(ValueError, match="MemoryMappedReader is closed"):
+        reader.read()
+    reader.close()
+
+
+def test_read_and_view_check_their_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abcdef")
+    with MemoryMappedReader(path) as reader:
+        assert reader.read(2) == b"cdef"
+        assert reader.read(2, 2) == b"cd"
+        assert reader.read(4, 100) == b"ef"
+        with pytest.raises(ValueError, match=r"offset must be an int in 0\.\.6, got 7"):
+            reader.read(7)
+        with pytest.raises(ValueError, match="size must be an int >= 0, or -1"):
+            reader.view(0, -2)
+
+
+def test_the_mapping_is_a_snapshot_of_the_size_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "grow.jsonl"
+    path.write_bytes(b'{"a":1}\n')
+    with MemoryMappedReader(path) as reader:
+        with open(path, "ab") as more:
+            more.write(b'{"a":2}\n')
+        assert reader.size == 8
+        assert list(reader.records()) == [{"a": 1}]
+
+
+def test_records_name_the_line_and_offset_of_bad_json(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"a":1}\n\n{"a":\n{"a":3}\n')
+    with (
+        MemoryMappedReader(path) as reader,
+        pytest.raises(ValueError, match=r"line 3 \(byte 9\) is not JSON"),
+    ):
+        list(reader.records())
+
+
+# --------------------------------------------------------------------------- read_jsonl
+
+
+def write(path: Path, codec: str, records: list[object], **options) -> None:
+    if codec == "plain":
+        writer = BufferedWriter(path, **options)
+    else:
+        writer = CompressedWriter(path, codec=codec, **options)
+    with writer:
+        for record in records:
+            writer.write(record)
+
+
+CODECS = ["plain", "gzip", "zstd"]
+RECORDS = [{"i": i, "symbol": "AAPL", "pad": "z" * (i % 50)} for i in range(400)]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_read_jsonl_reads_every_member_and_frame(tmp_path: Path, codec: str) -> None:
+    path = tmp_path / "data"
+    write(path, codec, RECORDS, max_writes=7)  # many gzip members / zstd frames
+    assert list(read_jsonl(path)) == RECORDS
+
+
+def test_a_multi_frame_zstd_file_is_read_past_its_first_frame(tmp_path: Path) -> None:
+    # python-zstandard's one-shot decompress() stops after the first frame: we don't.
+    path = tmp_path / "frames.zst"
+    frames = [zstandard.ZstdCompressor().compress(b'{"frame":%d}\n' % i) for i in range(3)]
+    path.write_bytes(b"".join(frames))
+    assert zstandard.ZstdDecompressor().decompress(path.read_bytes()) == b'{"frame":0}\n'
+    assert list(read_jsonl(path)) == [{"frame": 0}, {"frame": 1}, {"frame": 2}]
+
+
+def test_concatenated_gzip_members_from_the_standard_library(tmp_path: Path) -> None:
+    path = tmp_path / "members.gz"
+    path.write_bytes(gzip.compress(b'{"a":1}\n') + gzip.compress(b'{"a":2}\n'))
+    assert list(read_jsonl(path)) == [{"a": 1}, {"a": 2}]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_torn_tail_raises_unless_recovering(tmp_path: Path, codec: str) -> None:
+    path = tmp_path / "torn"
+    write(path, codec, RECORDS, max_writes=50)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 7])  # a crash in the middle of the last flush
+    got: list[object] = []
+    with pytest.raises(ValueError, match=rf"{path.name}.*(byte \d+)") as caught:
+        for record in read_jsonl(path):
+            got.append(record)
+    assert "recover=True" in str(caught.value)
+    recovered = list(read_jsonl(path, recover=True))
+    assert got == recovered, "strict mode yields the intact records before raising"
+    assert recovered == RECORDS[: len(recovered)]
+    assert len(recovered) >= 350  # everything up to the last complete flush
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_sync_flush_files_recover_every_flushed_record(tmp_path: Path, codec: str) -> None:
+    path = tmp_path / "sync"
+    writer = CompressedWriter(path, 3, codec=codec, flush_mode="sync", max_writes=10)
+    for record in RECORDS[:95]:
+        writer.write(record)
+    flushed = writer.stats.flushed_records
+    data = path.read_bytes()  # the stream is still open: no end marker yet
+    writer.close()
+    path.write_bytes(data)
+    assert list(read_jsonl(path, recover=True)) == RECORDS[:flushed]
+    with pytest.raises(ValueError, match="ends early"):
+        list(read_jsonl(path))
+
+
+def test_a_whole_last_line_without_newline_is_a_record(tmp_path: Path) -> None:
+    path = tmp_path / "hand.jsonl"
+    path.write_bytes(b'{"a":1}\n{"a":2}')
+    assert list(read_jsonl(path)) == [{"a": 1}, {"a": 2}]
+
+
+@pytest.mark.parametrize("recover", [False, True])
+def test_a_corrupt_line_in_the_middle_raises_in_both_modes(tmp_path: Path, recover: bool) -> None:
+    path = tmp_path / "corrupt.jsonl"
+    path.write_bytes(b'{"a":1}\n{"a":2}\nnot json\n{"a":4}\n')
+    with pytest.raises(ValueError, match=r"corrupt\.jsonl: line 3 \(byte 16\) is not JSON"):
+        list(read_jsonl(path, recover=recover))
+    gz = tmp_path / "corrupt.jsonl.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(ValueError, match=r"line 3 \(decompressed byte 16\)"):
+        list(read_jsonl(gz, recover=recover))
+
+
+def test_read_jsonl_of_an_empty_file_and_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    assert list(read_jsonl(tmp_path / "empty")) == []
+    with pytest.raises(ValueError, match="is a directory"):
+        list(read_jsonl(tmp_path))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    codec=st.sampled_from(CODECS),
+    max_writes=st.integers(min_value=1, max_value=30),
+    cut=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_any_truncation_recovers_an_intact_prefix(tmp_path_factory, codec, max_writes, cut) -> None:
+    path = tmp_path_factory.mktemp("t") / "data"
+    write(path, codec, RECORDS[:120], max_writes=max_writes)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: int(len(whole) * cut)])
+    recovered = list(read_jsonl(path, recover=True))
+    assert recovered == RECORDS[: len(recovered)]
