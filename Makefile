@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/concurrency.py
 	$(BIN)/python benchmarks/io.py
+	$(BIN)/python benchmarks/profiler.py
 
 ## lab: JupyterLab on notebooks/ with the project's kernel
 lab: $(STAMP)

@@ -6,9 +6,13 @@ The public surface is this module's ``__all__``; everything else is internal.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from perflab.advice import Analysis, ProfileReport, Recommendation
 from perflab.batching import BatchProcessor, BatchStats
+from perflab.measure import BenchmarkResult, Comparison, SampleStats, compare, sample_stats
+from perflab.profiler import PerformanceProfiler, ProfileResult
 from perflab.ratelimit import LimiterStats, TokenBucketLimiter
 from perflab.readers import MemoryMappedReader, read_jsonl
+from perflab.results import Results
 from perflab.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
 from perflab.writers import BufferedWriter, CompressedWriter, WriterStats
 
@@ -18,17 +22,28 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Analysis",
     "BatchProcessor",
     "BatchStats",
+    "BenchmarkResult",
     "BufferedWriter",
+    "Comparison",
     "CompressedWriter",
     "LimiterStats",
     "MemoryMappedReader",
+    "PerformanceProfiler",
+    "ProfileReport",
+    "ProfileResult",
+    "Recommendation",
+    "Results",
+    "SampleStats",
     "TaskPool",
     "TaskPoolConfig",
     "TaskPoolStats",
     "TokenBucketLimiter",
     "WriterStats",
     "__version__",
+    "compare",
     "read_jsonl",
+    "sample_stats",
 ]

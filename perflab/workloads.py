@@ -127,7 +127,5 @@ def write_dataset(
 
         records = tqdm(records, total=count, unit="rec", unit_scale=True, desc=os.path.basename(name))
     with writer:
-        write = writer.write
-        for record in records:
-            write(record)
+        writer.write_many(records)
     return writer.stats.bytes_written

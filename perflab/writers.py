@@ -25,6 +25,7 @@ import os
 import time
 import warnings
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,6 +73,22 @@ class WriterStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class _ClosedBuffer:
+    """A closed writer's buffer: appending raises ValueError, which keeps the closed check
+    off the per-record path of ``write``."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __iadd__(self, data: bytes) -> _ClosedBuffer:
+        raise ValueError(self.message)
+
+    def __len__(self) -> int:
+        return 0
 
 
 class _LineBuffer:
@@ -132,13 +149,25 @@ class _LineBuffer:
 
         A value orjson cannot serialize raises TypeError and leaves the buffer as it was.
         """
-        if self._file is None:
-            raise ValueError(f"write to a closed {type(self).__name__} ({self.path})")
-        buffer = self._buffer
-        buffer += _dumps(record, option=_NEWLINE_OPTION)
-        self._count += 1
-        if len(buffer) >= self.buffer_size or self._count >= self.max_writes:
+        buffer = self._buffer  # after close() this refuses the bytes: no closed check here
+        buffer += _dumps(record, None, _NEWLINE_OPTION)
+        count = self._count = self._count + 1
+        if count >= self.max_writes or len(buffer) >= self.buffer_size:
             self.flush()
+
+    def write_many(self, records: Iterable[Any]) -> int:
+        """Write every record as :meth:`write` would, without a method call per record
+        (the fastest way to write many); return how many were written."""
+        buffer = self._buffer
+        buffer_size, max_writes = self.buffer_size, self.max_writes
+        written = 0
+        for record in records:
+            buffer += _dumps(record, None, _NEWLINE_OPTION)
+            written += 1
+            count = self._count = self._count + 1
+            if count >= max_writes or len(buffer) >= buffer_size:
+                self.flush()
+        return written
 
     def write_line(self, line: str | bytes | bytearray | memoryview) -> None:
         """Write one raw line; a single trailing newline is optional, any other is refused."""
@@ -187,6 +216,8 @@ class _LineBuffer:
             self._before_close()
         finally:
             file, self._file = self._file, None
+            closed = _ClosedBuffer(f"write to a closed {type(self).__name__} ({self.path})")
+            self._buffer = closed  # type: ignore[assignment]
             file.close()
 
     @property

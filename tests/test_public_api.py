@@ -7,19 +7,30 @@ import dataclasses
 import perflab
 
 EXPECTED = [
+    "Analysis",
     "BatchProcessor",
     "BatchStats",
+    "BenchmarkResult",
     "BufferedWriter",
+    "Comparison",
     "CompressedWriter",
     "LimiterStats",
     "MemoryMappedReader",
+    "PerformanceProfiler",
+    "ProfileReport",
+    "ProfileResult",
+    "Recommendation",
+    "Results",
+    "SampleStats",
     "TaskPool",
     "TaskPoolConfig",
     "TaskPoolStats",
     "TokenBucketLimiter",
     "WriterStats",
     "__version__",
+    "compare",
     "read_jsonl",
+    "sample_stats",
 ]
 
 

@@ -133,6 +133,19 @@ class _Spy:
         return getattr(self._file, name)
 
 
+def test_write_many_writes_like_write(tmp_path: Path) -> None:
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    with BufferedWriter(one, buffer_size=100, max_writes=7) as a:
+        for record in RECORDS * 9:
+            a.write(record)
+    with BufferedWriter(many, buffer_size=100, max_writes=7) as b:
+        assert b.write_many(iter(RECORDS * 9)) == len(RECORDS) * 9
+    assert one.read_bytes() == many.read_bytes()
+    assert a.stats == b.stats
+    with pytest.raises(ValueError, match="write to a closed"):
+        b.write_many([1])
+
+
 def test_an_unserializable_record_raises_type_error_and_keeps_the_buffer(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     with BufferedWriter(path) as writer:

@@ -1,0 +1,19 @@
+"""Writing result files without clobbering earlier ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["write_new"]
+
+
+def write_new(path: str | os.PathLike[str], data: bytes, *, replace: bool = False) -> Path:
+    """Write ``data`` to ``path``; refuse (FileExistsError) if it exists, unless ``replace``."""
+    target = Path(path)
+    try:
+        with open(target, "wb" if replace else "xb") as file:
+            file.write(data)
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists: pass replace=True to overwrite it") from None
+    return target

@@ -1,0 +1,402 @@
+"""Honest statistics for repeated measurements, shared by the profiler, sweeps and reports.
+
+Raw samples are kept; statistics are computed from them: median, mean, standard deviation,
+MAD, IQR, min, max, a distribution-free 95% confidence interval for the median, relative
+noise (MAD / median) and pyperf's stability checks, each a reason string quoting the
+measured number. ``compare`` says whether two sample sets differ: the ratio of medians with
+a bootstrap CI, a Mann-Whitney U test and a minimum effect size, so that comparing a thing
+with itself is called "no significant change" at least 95% of the time.
+
+``benchmark`` / ``abenchmark`` time a callable the pyperf way: warm-up calls first, then
+``repeat`` samples, each the mean over ``number`` loops; ``number=None`` calibrates it so a
+sample takes about 100 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import math
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from perflab._validate import check_int, check_number
+
+__all__ = [
+    "BenchmarkResult",
+    "Comparison",
+    "SampleStats",
+    "abenchmark",
+    "benchmark",
+    "compare",
+    "format_summary",
+    "mann_whitney_p",
+    "median_ci",
+    "noise_reasons",
+    "sample_stats",
+]
+
+#: pyperf's stability rules, as named thresholds.
+NOISY_STDEV_FRACTION = 0.10  # stdev >= 10% of the mean
+NOISY_OUTLIER_FRACTION = 0.50  # min or max >= 50% away from the mean
+MIN_RAW_SAMPLE_SECONDS = 0.001  # a sample's raw timing (all its loops) under 1 ms
+MIN_SAMPLES = 5  # fewer samples than this cannot show their spread
+#: Calibration aims for samples of about this long.
+CALIBRATION_TARGET_SECONDS = 0.1
+#: compare(): a change smaller than this is "no significant change" whatever the p-value.
+MIN_EFFECT = 0.03
+SIGNIFICANCE_LEVEL = 0.05
+_BOOTSTRAP_RESAMPLES = 2000
+_BOOTSTRAP_SEED = 20261127
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SampleStats:
+    """Statistics of one sample set (any metric, not only times)."""
+
+    n: int
+    median: float
+    mean: float
+    stdev: float
+    mad: float
+    iqr: float
+    min: float
+    max: float
+    ci95: tuple[float, float]
+    rel_noise: float
+    noise_reasons: tuple[str, ...]
+
+    @property
+    def is_noisy(self) -> bool:
+        return bool(self.noise_reasons)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "is_noisy": self.is_noisy}
+
+
+def _values(samples: Sequence[float], name: str = "samples") -> np.ndarray:
+    values = np.asarray(samples, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of numbers, got {len(values)} values")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} must be finite numbers")
+    return values
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free CI for the median from order statistics (binomial).
+
+    With fewer than 6 samples no pair of order statistics reaches 95%; the interval is
+    then (min, max), which covers ``1 - 2 / 2**n`` of the time (93.8% for n = 5).
+    """
+    values = np.sort(_values(samples))
+    n = values.size
+    alpha = 1 - confidence
+    # Largest k with P(Binomial(n, 1/2) <= k - 1) <= alpha / 2: the CI is [x_(k), x_(n-k+1)].
+    k = 0
+    cumulative = 0.0
+    while k < n // 2:
+        cumulative += math.comb(n, k) / 2**n
+        if cumulative > alpha / 2:
+            break
+        k += 1
+    k = max(k, 1)
+    return float(values[k - 1]), float(values[n - k])
+
+
+def noise_reasons(
+    samples: Sequence[float], *, loops: int | None = None, min_samples: int = MIN_SAMPLES
+) -> tuple[str, ...]:
+    """pyperf's stability checks; each failed check is a reason quoting the number.
+
+    ``loops`` (the loops per sample) marks the samples as timings in seconds per loop, which
+    turns on the check that a sample's raw timing is at least 1 ms.
+    """
+    values = _values(samples)
+    reasons = []
+    n = values.size
+    if n < min_samples:
+        reasons.append(f"only {n} sample(s) (at least {min_samples} needed to see the spread)")
+    mean = float(values.mean())
+    if n >= 2 and mean != 0:
+        stdev = float(values.std(ddof=1))
+        if stdev >= NOISY_STDEV_FRACTION * abs(mean):
+            reasons.append(
+                f"stdev is {stdev / abs(mean):.1%} of the mean (threshold {NOISY_STDEV_FRACTION:.0%})"
+            )
+        for label, value in (("min", float(values.min())), ("max", float(values.max()))):
+            away = abs(value - mean) / abs(mean)
+            if away >= NOISY_OUTLIER_FRACTION:
+                reasons.append(
+                    f"{label} is {away:.0%} away from the mean (threshold {NOISY_OUTLIER_FRACTION:.0%})"
+                )
+    if loops is not None:
+        raw = float(values.min()) * loops
+        if raw < MIN_RAW_SAMPLE_SECONDS:
+            threshold_ms = MIN_RAW_SAMPLE_SECONDS * 1e3
+            reasons.append(
+                f"a sample's raw timing is {raw * 1e3:.3f} ms (threshold {threshold_ms:g} ms): use more loops"
+            )
+    return tuple(reasons)
+
+
+def sample_stats(samples: Sequence[float], *, loops: int | None = None) -> SampleStats:
+    """Statistics of ``samples`` (see :func:`noise_reasons` for ``loops``)."""
+    values = _values(samples)
+    median = float(np.median(values))
+    q25, q75 = np.percentile(values, [25, 75])
+    mad = float(np.median(np.abs(values - median)))
+    return SampleStats(
+        n=int(values.size),
+        median=median,
+        mean=float(values.mean()),
+        stdev=float(values.std(ddof=1)) if values.size > 1 else 0.0,
+        mad=mad,
+        iqr=float(q75 - q25),
+        min=float(values.min()),
+        max=float(values.max()),
+        ci95=median_ci(values),
+        rel_noise=mad / abs(median) if median else math.inf if mad else 0.0,
+        noise_reasons=noise_reasons(values, loops=loops),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Comparison:
+    """How ``candidate`` compares with ``baseline``.
+
+    ``ratio`` is median(candidate) / median(baseline) and ``ci95`` its bootstrap interval.
+    The change is significant when the rank test gives ``p_value < 0.05`` AND the ratio is
+    at least ``min_effect`` away from 1. ``verdict`` is "faster", "slower" or "no
+    significant change"; for a metric where higher is better (throughput) a higher
+    candidate is "faster".
+    """
+
+    baseline_median: float
+    candidate_median: float
+    ratio: float
+    ci95: tuple[float, float]
+    p_value: float
+    min_effect: float
+    significant: bool
+    verdict: str
+
+    @property
+    def change(self) -> float:
+        """Relative change of the median: +0.10 means 10% higher."""
+        return self.ratio - 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test (exact for small samples without ties)."""
+    from scipy.stats import mannwhitneyu
+
+    first, second = _values(a, "baseline"), _values(b, "candidate")
+    if np.ptp(np.concatenate([first, second])) == 0:
+        return 1.0  # all equal: no evidence of any difference
+    return float(mannwhitneyu(first, second, alternative="two-sided", method="auto").pvalue)
+
+
+def compare(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    higher_is_better: bool = False,
+    min_effect: float = MIN_EFFECT,
+    alpha: float = SIGNIFICANCE_LEVEL,
+) -> Comparison:
+    """Compare two sample sets of the same metric (e.g. seconds per call)."""
+    check_number("min_effect", min_effect, minimum=0)
+    check_number("alpha", alpha, positive=True, maximum=1)
+    a, b = _values(baseline, "baseline"), _values(candidate, "candidate")
+    a_median, b_median = float(np.median(a)), float(np.median(b))
+    if a_median == 0:
+        raise ValueError("baseline median is 0: a ratio cannot be formed")
+    rng = np.random.default_rng(_BOOTSTRAP_SEED)
+    a_boot = np.median(rng.choice(a, (_BOOTSTRAP_RESAMPLES, a.size)), axis=1)
+    b_boot = np.median(rng.choice(b, (_BOOTSTRAP_RESAMPLES, b.size)), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = b_boot / a_boot
+    low, high = np.nanpercentile(ratios, [2.5, 97.5])
+    ratio = b_median / a_median
+    p_value = mann_whitney_p(a, b)
+    significant = p_value < alpha and abs(ratio - 1) >= min_effect
+    if not significant:
+        verdict = "no significant change"
+    elif (ratio > 1) == higher_is_better:
+        verdict = "faster"
+    else:
+        verdict = "slower"
+    return Comparison(
+        a_median, b_median, ratio, (float(low), float(high)), p_value, min_effect, significant, verdict
+    )
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BenchmarkResult(SampleStats):
+    """Timings of one callable: ``samples`` in seconds per call (each the mean over
+    ``number`` loops), the statistics computed from them, and pyperf's noise checks."""
+
+    name: str
+    samples: tuple[float, ...]
+    number: int
+    warmup: int
+
+    @classmethod
+    def from_samples(
+        cls, samples: Sequence[float], *, number: int = 1, warmup: int = 0, name: str = ""
+    ) -> BenchmarkResult:
+        stats = sample_stats(samples, loops=number)
+        fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(SampleStats)}
+        samples = tuple(float(s) for s in samples)
+        return cls(**fields, name=name, samples=samples, number=number, warmup=warmup)
+
+    def compare_to(self, baseline: BenchmarkResult) -> Comparison:
+        """This result against ``baseline`` (lower time is faster)."""
+        return compare(baseline.samples, self.samples)
+
+    def __str__(self) -> str:
+        unit, scale = _time_unit(self.median)
+        text = (
+            f"{self.name or 'benchmark'}: {self.median * scale:.3f} {unit} "
+            f"[{self.min * scale:.3f}-{self.max * scale:.3f}] (median [min-max] of {len(self.samples)}"
+            f" x {self.number} loops)"
+        )
+        return text + ("; noisy: " + "; ".join(self.noise_reasons) if self.noise_reasons else "")
+
+
+def _time_unit(seconds: float) -> tuple[str, float]:
+    for unit, scale in (("s", 1.0), ("ms", 1e3), ("us", 1e6)):
+        if abs(seconds) * scale >= 1:
+            return unit, scale
+    return "ns", 1e9
+
+
+def _check_benchmark_args(fn: Any, repeat: int, warmup: int, number: int | None) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    check_int("repeat", repeat, minimum=1)
+    check_int("warmup", warmup, minimum=0)
+    if number is not None:
+        check_int("number", number, minimum=1)
+
+
+def _describe(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _failed(exc: BaseException, fn: Any, stage: str) -> BaseException:
+    exc.add_note(f"raised by {_describe(fn)} during {stage}: no timing was taken")
+    return exc
+
+
+def benchmark(
+    fn: Callable[..., Any],
+    *args: Any,
+    repeat: int = 7,
+    warmup: int = 1,
+    number: int | None = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> BenchmarkResult:
+    """Time ``fn(*args, **kwargs)``. An async ``fn`` works only when no loop is running
+    (use :func:`abenchmark` inside one, e.g. in a notebook). If ``fn`` raises, the
+    exception propagates with a note saying so: a failure is never reported as a time."""
+    _check_benchmark_args(fn, repeat, warmup, number)
+    if inspect.iscoroutinefunction(fn):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(
+                abenchmark(fn, *args, repeat=repeat, warmup=warmup, number=number, name=name, **kwargs)
+            )
+        raise RuntimeError(
+            "benchmark() of an async callable inside a running loop: use 'await abenchmark(...)'"
+        )
+    clock = time.perf_counter
+
+    def run(loops: int) -> float:
+        started = clock()
+        for _ in range(loops):
+            fn(*args, **kwargs)
+        return clock() - started
+
+    stage = "warm-up"
+    try:
+        for _ in range(warmup):
+            run(1)
+        stage = "calibration"
+        loops = number or _calibrate(run)
+        stage = "timing"
+        samples = [run(loops) / loops for _ in range(repeat)]
+    except Exception as exc:
+        raise _failed(exc, fn, stage) from None
+    return BenchmarkResult.from_samples(samples, number=loops, warmup=warmup, name=name or _describe(fn))
+
+
+async def abenchmark(
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    repeat: int = 7,
+    warmup: int = 1,
+    number: int | None = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> BenchmarkResult:
+    """Time ``await fn(*args, **kwargs)`` inside the running loop (a notebook's too)."""
+    _check_benchmark_args(fn, repeat, warmup, number)
+    clock = time.perf_counter
+
+    async def run(loops: int) -> float:
+        started = clock()
+        for _ in range(loops):
+            await fn(*args, **kwargs)
+        return clock() - started
+
+    stage = "warm-up"
+    try:
+        for _ in range(warmup):
+            await run(1)
+        stage = "calibration"
+        loops = number
+        if loops is None:
+            loops = 1
+            while (elapsed := await run(loops)) < CALIBRATION_TARGET_SECONDS and loops < 1 << 30:
+                loops = _next_loops(loops, elapsed)
+        stage = "timing"
+        samples = [await run(loops) / loops for _ in range(repeat)]
+    except Exception as exc:
+        raise _failed(exc, fn, stage) from None
+    return BenchmarkResult.from_samples(samples, number=loops, warmup=warmup, name=name or _describe(fn))
+
+
+def _calibrate(run: Callable[[int], float]) -> int:
+    """Loops per sample so that one sample takes about CALIBRATION_TARGET_SECONDS."""
+    loops = 1
+    while (elapsed := run(loops)) < CALIBRATION_TARGET_SECONDS and loops < 1 << 30:
+        loops = _next_loops(loops, elapsed)
+    return loops
+
+
+def _next_loops(loops: int, elapsed: float) -> int:
+    if elapsed <= 0:
+        return loops * 10
+    wanted = math.ceil(loops * CALIBRATION_TARGET_SECONDS / elapsed * 1.1)
+    return max(loops * 2, min(wanted, loops * 100))
+
+
+def format_summary(samples: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
+    """``median [min-max]``, the way every perflab table prints a figure."""
+    values = [s * scale for s in samples]
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"

@@ -1,0 +1,174 @@
+"""Results with metadata, the pyperf way: raw values, parameters and the environment in a
+versioned JSON file; DataFrames and CSV are views of it.
+
+A :class:`Results` holds tidy rows, one per (parameter point, repeat): the parameter
+columns, ``repeat``, then the metric columns. Nothing is aggregated away; ``summarize()``
+computes medians, spreads and confidence intervals from the raw values on demand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from perflab._files import write_new
+from perflab.measure import sample_stats
+from perflab.metadata import collect_metadata
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["FORMAT_VERSION", "Results"]
+
+FORMAT_NAME = "perflab.results"
+FORMAT_VERSION = 1
+# Upgrades from each older version to the next: version -> function(dict) -> dict.
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _plain(value: Any) -> Any:
+    """Numbers as Python numbers (numpy scalars become int/float), the rest unchanged."""
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+@dataclasses.dataclass
+class Results:
+    """Raw results of a measurement with the environment they were taken in."""
+
+    name: str
+    parameters: tuple[str, ...]
+    metrics: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    units: dict[str, str] = dataclasses.field(default_factory=dict)
+    higher_is_better: dict[str, bool] = dataclasses.field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.parameters = tuple(self.parameters)
+        self.metrics = tuple(self.metrics)
+        clash = set(self.parameters) & set(self.metrics)
+        if clash:
+            raise ValueError(f"names used both as parameter and metric: {sorted(clash)}")
+        if "repeat" in self.parameters or "repeat" in self.metrics:
+            raise ValueError("'repeat' is reserved for the repeat column")
+        columns = (*self.parameters, "repeat", *self.metrics)
+        for i, row in enumerate(self.rows):
+            missing = [c for c in columns if c not in row]
+            if missing:
+                raise ValueError(f"rows[{i}] lacks {missing}")
+
+    @classmethod
+    def new(
+        cls,
+        name: str,
+        parameters: Sequence[str],
+        metrics: Sequence[str],
+        rows: Iterable[Mapping[str, Any]] = (),
+        **fields: Any,
+    ) -> Results:
+        """Results with this machine's metadata collected now."""
+        plain_rows = [{key: _plain(value) for key, value in row.items()} for row in rows]
+        metadata = fields.pop("metadata", None) or collect_metadata()
+        return cls(name, tuple(parameters), tuple(metrics), plain_rows, metadata, **fields)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.rows.append({key: _plain(value) for key, value in row.items()})
+
+    # ----------------------------------------------------------------- views
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy table: parameter columns, ``repeat``, then metric columns."""
+        import pandas as pd
+
+        columns = [*self.parameters, "repeat", *self.metrics]
+        return pd.DataFrame(self.rows, columns=columns)
+
+    def summarize(self) -> pd.DataFrame:
+        """Per parameter point and metric: n, median, IQR, min, max, CI of the median,
+        relative noise and whether the samples look noisy (pyperf's rules)."""
+        import pandas as pd
+
+        frame = self.to_frame()
+        records = []
+        groups = (
+            frame.groupby(list(self.parameters), sort=False, dropna=False)
+            if self.parameters
+            else [((), frame)]
+        )
+        for key, group in groups:
+            point = dict(zip(self.parameters, key if isinstance(key, tuple) else (key,), strict=True))
+            for metric in self.metrics:
+                values = [v for v in group[metric].tolist() if v is not None and not _is_nan(v)]
+                if not values:
+                    continue
+                stats = sample_stats(values)
+                records.append(
+                    {
+                        **point,
+                        "metric": metric,
+                        "unit": self.units.get(metric, ""),
+                        "n": stats.n,
+                        "median": stats.median,
+                        "iqr": stats.iqr,
+                        "min": stats.min,
+                        "max": stats.max,
+                        "ci_low": stats.ci95[0],
+                        "ci_high": stats.ci95[1],
+                        "rel_noise": stats.rel_noise,
+                        "noisy": stats.is_noisy,
+                        "noise_reasons": "; ".join(stats.noise_reasons),
+                    }
+                )
+        return pd.DataFrame.from_records(records)
+
+    # ----------------------------------------------------------------- files
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Results:
+        data = dict(data)
+        if data.get("format") != FORMAT_NAME:
+            raise ValueError(f"not a perflab results file (format {data.get('format')!r})")
+        found = data.get("version")
+        if not isinstance(found, int) or found < 1:
+            raise ValueError(f"results file has no valid format version: {found!r}")
+        if found > FORMAT_VERSION:
+            raise ValueError(
+                f"results file was written by a newer perflab (format version {found}; "
+                f"this perflab reads up to {FORMAT_VERSION}): upgrade perflab"
+            )
+        while found < FORMAT_VERSION:
+            data = _UPGRADES[found](data)
+            found += 1
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in fields})
+
+    def dump(self, path: str | os.PathLike[str], *, replace: bool = False) -> Path:
+        """Write the JSON file; refuse to overwrite an existing one unless ``replace``."""
+        payload = orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        return write_new(path, payload, replace=replace)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Results:
+        try:
+            data = orjson.loads(Path(path).read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a perflab results file")
+        return cls.from_dict(data)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
