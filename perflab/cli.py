@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -32,6 +34,87 @@ def _gen_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _literal(text: str) -> Any:
+    """A -p value: a Python literal if it parses as one ([1, 2], 0.5, 'x'), else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _report(args: argparse.Namespace) -> int:
+    from perflab.report import run_report
+
+    overrides = {name: _literal(value) for name, value in args.param or []}
+    try:
+        report = run_report(
+            profile=args.profile,
+            out=args.out,
+            only=args.only,
+            notebooks_dir=args.notebooks,
+            parameters=overrides,
+        )
+    except (ValueError, FileExistsError) as error:
+        print(f"perflab report: {error}", file=sys.stderr)
+        return 2
+    for run in report.notebooks:
+        if run.failure:
+            print(f"FAILED {run.name}: {run.failure}", file=sys.stderr)
+    print(f"report: {report.index.resolve()}")
+    return 0 if report.ok else 1
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from perflab.analysis import compare_runs
+    from perflab.report import load_run
+
+    try:
+        baseline, candidate = load_run(args.run_a), load_run(args.run_b)
+    except (ValueError, OSError) as error:
+        print(f"perflab compare: {error}", file=sys.stderr)
+        return 2
+    shared = [name for name in baseline if name in candidate]
+    if not shared:
+        print("perflab compare: the runs share no notebook", file=sys.stderr)
+        return 2
+    tables = []
+    for name in shared:
+        table = compare_runs(baseline[name], candidate[name], min_effect=args.min_effect)
+        if not table.empty:
+            table.insert(0, "notebook", name)
+            tables.append(table)
+    if not tables:
+        print("perflab compare: no parameter point and metric in common", file=sys.stderr)
+        return 2
+    table = pd.concat(tables, ignore_index=True)
+    shown = table.assign(
+        change=(table["ratio"] - 1).map("{:+.1%}".format),
+        ci=[
+            f"[{lo - 1:+.1%}, {hi - 1:+.1%}]"
+            for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+        ],
+    ).drop(columns=["ratio", "ci_low", "ci_high", "higher_is_better", "unit"])
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+    verdicts = table["verdict"].value_counts()
+    total = len(table)
+    unchanged = int(verdicts.get("no significant change", 0))
+    print(
+        f"\n{total} comparisons: {unchanged} ({unchanged / total:.0%}) no significant change, "
+        f"{int(verdicts.get('faster', 0))} faster, {int(verdicts.get('slower', 0))} slower"
+    )
+    if args.fail_on_regression is not None:
+        worse = table[
+            (table["verdict"] == "slower") & ((table["ratio"] - 1).abs() * 100 >= args.fail_on_regression)
+        ]
+        if not worse.empty:
+            print(f"{len(worse)} regression(s) beyond {args.fail_on_regression:g}%", file=sys.stderr)
+            return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perflab", description="A performance workbench for asyncio collectors."
@@ -44,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=_positive_int, default=0, help="random seed (default 0)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(run=_gen_data)
+
+    report = commands.add_parser("report", help="run the notebooks into a dated HTML report")
+    report.add_argument("--profile", default="quick", help="quick (the notebooks' defaults) or full")
+    report.add_argument("--out", help="write the run here instead of reports/<timestamp>-<profile>/")
+    report.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
+    report.add_argument(
+        "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set a notebook parameter"
+    )
+    report.add_argument("--notebooks", default="notebooks", help="the notebooks folder (default notebooks/)")
+    report.set_defaults(run=_report)
+
+    compare = commands.add_parser("compare", help="compare two report runs metric by metric")
+    compare.add_argument("run_a", help="baseline: a report folder or a results.json")
+    compare.add_argument("run_b", help="candidate: a report folder or a results.json")
+    compare.add_argument(
+        "--fail-on-regression", type=float, metavar="PCT", help="exit 1 if worse by PCT%% or more"
+    )
+    compare.add_argument(
+        "--min-effect", type=float, default=None, help="smallest change that counts (0.03 = 3%%)"
+    )
+    compare.set_defaults(run=_compare)
     return parser
 
 

@@ -9,7 +9,6 @@ computes medians, spreads and confidence intervals from the raw values on demand
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._files import write_new
-from perflab.measure import sample_stats
 from perflab.metadata import collect_metadata
 
 if TYPE_CHECKING:
@@ -93,42 +91,22 @@ class Results:
         return pd.DataFrame(self.rows, columns=columns)
 
     def summarize(self) -> pd.DataFrame:
-        """Per parameter point and metric: n, median, IQR, min, max, CI of the median,
-        relative noise and whether the samples look noisy (pyperf's rules)."""
-        import pandas as pd
+        """Per parameter point and metric: n, median, quartiles, min, max, CI of the median,
+        relative noise and whether the samples look noisy (pyperf's rules), with units."""
+        from perflab.analysis import summarize
 
-        frame = self.to_frame()
-        records = []
-        groups = (
-            frame.groupby(list(self.parameters), sort=False, dropna=False)
-            if self.parameters
-            else [((), frame)]
-        )
-        for key, group in groups:
-            point = dict(zip(self.parameters, key if isinstance(key, tuple) else (key,), strict=True))
-            for metric in self.metrics:
-                values = [v for v in group[metric].tolist() if v is not None and not _is_nan(v)]
-                if not values:
-                    continue
-                stats = sample_stats(values)
-                records.append(
-                    {
-                        **point,
-                        "metric": metric,
-                        "unit": self.units.get(metric, ""),
-                        "n": stats.n,
-                        "median": stats.median,
-                        "iqr": stats.iqr,
-                        "min": stats.min,
-                        "max": stats.max,
-                        "ci_low": stats.ci95[0],
-                        "ci_high": stats.ci95[1],
-                        "rel_noise": stats.rel_noise,
-                        "noisy": stats.is_noisy,
-                        "noise_reasons": "; ".join(stats.noise_reasons),
-                    }
-                )
-        return pd.DataFrame.from_records(records)
+        summary = summarize(self.to_frame(), self.parameters, self.metrics)
+        if not summary.empty:
+            summary.insert(
+                summary.columns.get_loc("metric") + 1, "unit", summary["metric"].map(self.units).fillna("")
+            )
+        return summary
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, name: str, parameters: Sequence[str], **fields: Any) -> Results:
+        """Results from a tidy frame (parameter columns, ``repeat``, metric columns)."""
+        metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
+        return cls.new(name, parameters, metrics, frame.to_dict("records"), **fields)
 
     # ----------------------------------------------------------------- files
 
@@ -168,7 +146,3 @@ class Results:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a perflab results file")
         return cls.from_dict(data)
-
-
-def _is_nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)

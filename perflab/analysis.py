@@ -1,0 +1,207 @@
+"""Reading sweeps: per-point summaries with their spread, the knee of a curve, the Pareto
+front of two objectives, and run-against-run comparison with a verdict per metric."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from perflab.measure import compare, sample_stats
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from perflab.results import Results
+
+__all__ = ["Knee", "compare_runs", "knee", "pareto_front", "summarize"]
+
+
+def summarize(
+    frame: pd.DataFrame, parameters: Sequence[str], metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """One row per parameter point and metric (long format) with n, median, quartiles, IQR,
+    min, max, the 95% CI of the median, relative noise and pyperf's noise verdict.
+
+    ``frame`` is a tidy sweep (parameter columns, ``repeat``, metric columns).
+    """
+    import numpy as np
+    import pandas as pd
+
+    parameters = list(parameters)
+    missing = [p for p in parameters if p not in frame.columns]
+    if missing:
+        raise ValueError(f"parameters not in the frame: {missing}")
+    if metrics is None:
+        metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
+    records = []
+    groups = frame.groupby(parameters, sort=False, dropna=False) if parameters else [((), frame)]
+    for key, group in groups:
+        point = dict(zip(parameters, key if isinstance(key, tuple) else (key,), strict=True))
+        for metric in metrics:
+            values = pd.to_numeric(group[metric], errors="coerce").dropna().to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                continue
+            stats = sample_stats(values)
+            q25, q75 = np.percentile(values, [25, 75])
+            records.append(
+                {
+                    **point,
+                    "metric": metric,
+                    "n": stats.n,
+                    "median": stats.median,
+                    "q25": float(q25),
+                    "q75": float(q75),
+                    "iqr": stats.iqr,
+                    "min": stats.min,
+                    "max": stats.max,
+                    "ci_low": stats.ci95[0],
+                    "ci_high": stats.ci95[1],
+                    "rel_noise": stats.rel_noise,
+                    "noisy": stats.is_noisy,
+                    "noise_reasons": "; ".join(stats.noise_reasons),
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def medians(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of one metric from :func:`summarize`."""
+    rows = summary[summary["metric"] == metric]
+    if rows.empty:
+        raise ValueError(f"metric {metric!r} is not in the summary (has {sorted(set(summary['metric']))})")
+    return rows
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Knee:
+    """The smallest setting whose median reaches ``fraction`` of the best median."""
+
+    x: Any
+    y: float
+    best_x: Any
+    best_y: float
+    fraction: float
+
+    @property
+    def share_of_best(self) -> float:
+        return self.y / self.best_y if self.best_y else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def knee(
+    summary: pd.DataFrame,
+    x: str,
+    metric: str,
+    *,
+    fraction: float = 0.95,
+    higher_is_better: bool = True,
+    where: Mapping[str, Any] | None = None,
+) -> Knee:
+    """The smallest ``x`` whose median ``metric`` is within ``fraction`` of the best.
+
+    E.g. the pool size that reaches 95% of peak throughput. ``where`` picks one slice of a
+    multi-parameter summary (``{"latency": "lognormal"}``). For a lower-is-better metric
+    the setting must be at most ``best / fraction``.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    rows = medians(summary, metric)
+    for column, value in (where or {}).items():
+        rows = rows[rows[column] == value]
+    if rows.empty:
+        raise ValueError(f"no rows of {metric!r} match {dict(where or {})}")
+    rows = rows.sort_values(x)
+    best = rows.loc[rows["median"].idxmax() if higher_is_better else rows["median"].idxmin()]
+    if higher_is_better:
+        good = rows[rows["median"] >= fraction * best["median"]]
+    else:
+        good = rows[rows["median"] <= best["median"] / fraction]
+    first = good.iloc[0]
+    return Knee(_scalar(first[x]), float(first["median"]), _scalar(best[x]), float(best["median"]), fraction)
+
+
+def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, Literal["max", "min"]]) -> pd.DataFrame:
+    """The rows no other row beats on every objective (and strictly on one).
+
+    ``objectives`` maps column to "max" or "min", e.g. ``{"throughput": "max", "p99_ms": "min"}``.
+    """
+    import numpy as np
+
+    if not objectives:
+        raise ValueError("objectives must name at least one column")
+    for column, sense in objectives.items():
+        if sense not in ("max", "min"):
+            raise ValueError(f"objectives[{column!r}] must be 'max' or 'min', got {sense!r}")
+        if column not in frame.columns:
+            raise ValueError(f"objective {column!r} is not a column")
+    values = np.column_stack(
+        [frame[c].to_numpy(dtype=float) * (1 if s == "max" else -1) for c, s in objectives.items()]
+    )
+    keep = np.ones(len(frame), dtype=bool)
+    for i in range(len(frame)):
+        dominated_by = np.all(values >= values[i], axis=1) & np.any(values > values[i], axis=1)
+        keep[i] = not dominated_by.any()
+    return frame[keep]
+
+
+def compare_runs(
+    baseline: Results, candidate: Results, *, min_effect: float | None = None, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Per parameter point and metric present in both runs: medians, ratio with CI,
+    p-value and verdict ("faster", "slower", "no significant change")."""
+    import pandas as pd
+
+    if tuple(baseline.parameters) != tuple(candidate.parameters):
+        raise ValueError(
+            f"the runs have different parameters: {list(baseline.parameters)} vs {list(candidate.parameters)}"
+        )
+    parameters = list(baseline.parameters)
+    a, b = baseline.to_frame(), candidate.to_frame()
+    options = {} if min_effect is None else {"min_effect": min_effect}
+    rows = []
+    a_groups = dict(iter(a.groupby(parameters, sort=False))) if parameters else {(): a}
+    b_groups = dict(iter(b.groupby(parameters, sort=False))) if parameters else {(): b}
+    for key, a_group in a_groups.items():
+        b_group = b_groups.get(key)
+        if b_group is None:
+            continue
+        point = dict(zip(parameters, key if isinstance(key, tuple) else (key,), strict=True))
+        for metric in baseline.metrics:
+            if metric not in candidate.metrics:
+                continue
+            before = pd.to_numeric(a_group[metric], errors="coerce").dropna().tolist()
+            after = pd.to_numeric(b_group[metric], errors="coerce").dropna().tolist()
+            if not before or not after or _median(before) == 0:
+                continue
+            higher = baseline.higher_is_better.get(metric, False)
+            result = compare(before, after, higher_is_better=higher, alpha=alpha, **options)
+            rows.append(
+                {
+                    **point,
+                    "metric": metric,
+                    "unit": baseline.units.get(metric, ""),
+                    "higher_is_better": higher,
+                    "baseline_median": result.baseline_median,
+                    "candidate_median": result.candidate_median,
+                    "ratio": result.ratio,
+                    "ci_low": result.ci95[0],
+                    "ci_high": result.ci95[1],
+                    "p_value": result.p_value,
+                    "verdict": result.verdict,
+                }
+            )
+    return pd.DataFrame.from_records(rows)
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,345 @@
+"""The experiments the workbench notebooks sweep: each runs one setting of a primitive
+against a simulated service for a fixed time and returns its metrics.
+
+Every experiment is time-boxed (``duration_s``): work is started until the deadline, then
+what is in flight finishes, and rates are counted over the whole elapsed time. Each has a
+``run_*`` form returning the raw observations (for distributions) and an ``*_experiment``
+form returning plain metrics (for :func:`perflab.sweep.asweep`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from perflab._validate import check_int, check_number
+from perflab.batching import BatchProcessor
+from perflab.ratelimit import TokenBucketLimiter
+from perflab.taskpool import TaskPool
+from perflab.workloads import Latency, SimulatedAPI, SimulatedSink
+
+__all__ = [
+    "METRIC_DIRECTIONS",
+    "METRIC_UNITS",
+    "batch_experiment",
+    "gather_baseline",
+    "pool_experiment",
+    "rate_experiment",
+    "run_batches",
+    "run_pool",
+    "run_rate",
+    "sequential_baseline",
+]
+
+#: Which way is better for each metric the experiments report (for run comparisons).
+METRIC_DIRECTIONS = {
+    "throughput": True,
+    "ok_rate": True,
+    "achieved_rate": True,
+    "p50_ms": False,
+    "p99_ms": False,
+    "wait_p50_ms": False,
+    "wait_p99_ms": False,
+    "item_p50_ms": False,
+    "item_p99_ms": False,
+    "cpu_us_per_call": False,
+    "rejected_per_s": False,
+    "rejected_share": False,
+    "rate_error_pct": False,
+    "sink_calls_per_s": False,
+}
+METRIC_UNITS = {
+    "throughput": "/s",
+    "ok_rate": "req/s",
+    "achieved_rate": "tokens/s",
+    "p50_ms": "ms",
+    "p99_ms": "ms",
+    "wait_p50_ms": "ms",
+    "wait_p99_ms": "ms",
+    "item_p50_ms": "ms",
+    "item_p99_ms": "ms",
+    "cpu_us_per_call": "us",
+    "rejected_per_s": "/s",
+    "rejected_share": "",
+    "rate_error_pct": "%",
+    "sink_calls_per_s": "calls/s",
+}
+
+
+def _until(loop: asyncio.AbstractEventLoop, deadline: float) -> Iterator[int]:
+    """0, 1, 2, ... for as long as the deadline has not passed (checked at each pull)."""
+    i = 0
+    while loop.time() < deadline:
+        yield i
+        i += 1
+
+
+def _pct(values: list[float] | np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+# --------------------------------------------------------------------------- task pool
+
+
+#: Share of a time-boxed run ignored at its start: the pool ramps up for about one
+#: latency, and counting that would understate the steady state.
+RAMP_SHARE = 0.25
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolRun:
+    """Every call of a run: when it started and ended (loop time) and its status.
+
+    Rates count the calls that ended inside the measurement window, from
+    ``RAMP_SHARE`` of the run to its deadline: the ramp-up and the drain of calls still in
+    flight at the deadline are left out, as Little's law describes the steady state.
+    """
+
+    window: tuple[float, float]
+    cpu_seconds: float
+    starts: tuple[float, ...]
+    ends: tuple[float, ...]
+    statuses: tuple[int, ...]
+
+    def metrics(self) -> dict[str, float | None]:
+        low, high = self.window
+        ends = np.asarray(self.ends)
+        statuses = np.asarray(self.statuses)
+        inside = (ends >= low) & (ends <= high)
+        ok = inside & (statuses == 200)
+        rejected = inside & (statuses == 429)
+        span = high - low
+        ms = (ends[ok] - np.asarray(self.starts)[ok]) * 1e3
+        calls = len(self.statuses)
+        return {
+            "throughput": float(ok.sum() / span),
+            "p50_ms": _pct(ms, 50),
+            "p99_ms": _pct(ms, 99),
+            "cpu_us_per_call": self.cpu_seconds / calls * 1e6 if calls else None,
+            "rejected_per_s": float(rejected.sum() / span),
+            "rejected_share": float(rejected.sum() / inside.sum()) if inside.any() else 0.0,
+            "calls": calls,
+        }
+
+
+class _CallLog:
+    """Records each call's start, end and status; times the whole run's CPU."""
+
+    def __init__(self, api: SimulatedAPI) -> None:
+        self.api = api
+        self.loop = asyncio.get_running_loop()
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.statuses: list[int] = []
+        self.started = self.loop.time()
+        self.cpu = time.process_time()
+
+    async def call(self, _: Any = None) -> None:
+        began = self.loop.time()
+        response = await self.api.call()
+        self.starts.append(began)
+        self.ends.append(self.loop.time())
+        self.statuses.append(response.status)
+
+    def run(self, window: tuple[float, float]) -> PoolRun:
+        return PoolRun(
+            window,
+            time.process_time() - self.cpu,
+            tuple(self.starts),
+            tuple(self.ends),
+            tuple(self.statuses),
+        )
+
+
+def _window(start: float, duration_s: float) -> tuple[float, float]:
+    return start + RAMP_SHARE * duration_s, start + duration_s
+
+
+async def run_pool(
+    max_concurrent: int,
+    latency: str | Latency,
+    *,
+    duration_s: float = 0.25,
+    server_cap: int | None = None,
+    error_rate: float = 0.0,
+    seed: int = 0,
+) -> PoolRun:
+    """Call a :class:`SimulatedAPI` through a TaskPool of ``max_concurrent`` for ``duration_s``."""
+    check_number("duration_s", duration_s, positive=True)
+    log = _CallLog(
+        SimulatedAPI(latency=latency, max_concurrency=server_cap, error_rate=error_rate, seed=seed)
+    )
+    pool = TaskPool(max_concurrent=max_concurrent, timeout_seconds=30)
+    await pool.map(log.call, _until(log.loop, log.started + duration_s))
+    return log.run(_window(log.started, duration_s))
+
+
+async def pool_experiment(max_concurrent: int, latency: str, **options: Any) -> dict[str, float | None]:
+    """Metrics of :func:`run_pool`: throughput (200s/s), p50/p99 latency, CPU per call, 429s."""
+    return (await run_pool(max_concurrent, latency, **options)).metrics()
+
+
+async def sequential_baseline(latency: str | Latency, *, duration_s: float = 0.25, seed: int = 0) -> dict:
+    """One call after another: the floor every pool size should beat."""
+    check_number("duration_s", duration_s, positive=True)
+    log = _CallLog(SimulatedAPI(latency=latency, seed=seed))
+    while log.loop.time() < log.started + duration_s:
+        await log.call()
+    return log.run(_window(log.started, duration_s)).metrics()
+
+
+async def gather_baseline(
+    latency: str | Latency, *, requests: int = 1000, server_cap: int | None = None, seed: int = 0
+) -> dict:
+    """``asyncio.gather`` over every request at once, unbounded: what a server cap makes of
+    it. Its rates count the whole burst, from the first call to the last answer."""
+    check_int("requests", requests, minimum=1)
+    log = _CallLog(SimulatedAPI(latency=latency, max_concurrency=server_cap, seed=seed))
+    await asyncio.gather(*(log.call() for _ in range(requests)))
+    return log.run((log.started, log.loop.time())).metrics()
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateRun:
+    rate: float
+    burst: float
+    elapsed: float
+    grants: tuple[float, ...]  # loop time of each grant
+    waits: tuple[float, ...]  # seconds from asking to getting a token
+    statuses: tuple[int, ...]
+
+    def metrics(self) -> dict[str, float | None]:
+        grants = np.sort(np.asarray(self.grants))
+        # The initial burst is served from the full bucket: count the rate after it.
+        after_burst = grants[int(self.burst) :]
+        span = after_burst[-1] - after_burst[0] if after_burst.size > 1 else 0.0
+        achieved = float((after_burst.size - 1) / span) if span > 0 else None
+        ok = sum(1 for s in self.statuses if s == 200)
+        rejected = sum(1 for s in self.statuses if s == 429)
+        waits_ms = np.asarray(self.waits) * 1e3
+        return {
+            "achieved_rate": achieved,
+            "rate_error_pct": (achieved / self.rate - 1) * 100 if achieved else None,
+            "ok_rate": ok / self.elapsed,
+            "wait_p50_ms": _pct(waits_ms, 50),
+            "wait_p99_ms": _pct(waits_ms, 99),
+            "rejected_per_s": rejected / self.elapsed,
+            "grants": int(grants.size),
+        }
+
+
+async def run_rate(
+    rate: float,
+    burst: float,
+    *,
+    duration_s: float = 0.5,
+    server_rate: float | None = None,
+    server_burst: float | None = None,
+    latency: str | Latency = "constant:5",
+    concurrency: int = 64,
+    seed: int = 0,
+) -> RateRun:
+    """``concurrency`` callers share one TokenBucketLimiter in front of a rate-limited API."""
+    check_number("duration_s", duration_s, positive=True)
+    with warnings.catch_warnings():
+        # The limiter warns about rates its burst cannot deliver; the notebook shows it.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        limiter = TokenBucketLimiter(rate, burst)
+    api = SimulatedAPI(latency=latency, rate_limit=server_rate, rate_burst=server_burst, seed=seed)
+    loop = asyncio.get_running_loop()
+    grants: list[float] = []
+    waits: list[float] = []
+    statuses: list[int] = []
+
+    async def call(_: int) -> None:
+        asked = loop.time()
+        await limiter.acquire()
+        granted = loop.time()
+        grants.append(granted)
+        waits.append(granted - asked)
+        statuses.append((await api.call()).status)
+
+    start = loop.time()
+    await TaskPool(max_concurrent=concurrency).map(call, _until(loop, start + duration_s))
+    return RateRun(rate, burst, loop.time() - start, tuple(grants), tuple(waits), tuple(statuses))
+
+
+async def rate_experiment(rate: float, burst: float, **options: Any) -> dict[str, float | None]:
+    """Metrics of :func:`run_rate`: achieved rate and its error, waits, the server's 429s."""
+    return (await run_rate(rate, burst, **options)).metrics()
+
+
+# --------------------------------------------------------------------------- batching
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchRun:
+    """Items landed per second count inside the arrival window (after its ramp), so a sink
+    that falls behind shows its own pace, not the arrivals'; latencies count every item."""
+
+    window: tuple[float, float]
+    landed_in_window: int
+    elapsed: float
+    item_latencies: tuple[float, ...]  # seconds from an item's arrival to its batch landing
+    batch_sizes: tuple[int, ...]
+    sink_calls: int
+
+    def metrics(self) -> dict[str, float | None]:
+        ms = np.asarray(self.item_latencies) * 1e3
+        return {
+            "throughput": self.landed_in_window / (self.window[1] - self.window[0]),
+            "item_p50_ms": _pct(ms, 50),
+            "item_p99_ms": _pct(ms, 99),
+            "mean_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else None,
+            "sink_calls_per_s": self.sink_calls / self.elapsed,
+        }
+
+
+async def run_batches(
+    batch_size: int,
+    flush_interval: float,
+    *,
+    arrival_rate: float = 2000.0,
+    duration_s: float = 0.3,
+    per_call_ms: float = 2.0,
+    per_item_ms: float = 0.02,
+) -> BatchRun:
+    """Items arrive at ``arrival_rate`` per second for ``duration_s`` and go through a
+    BatchProcessor to a :class:`SimulatedSink`. An item's latency runs from when it was
+    due to arrive, so a producer held back by backpressure counts as waiting."""
+    check_number("arrival_rate", arrival_rate, positive=True)
+    check_number("duration_s", duration_s, positive=True)
+    sink = SimulatedSink(per_call_ms=per_call_ms, per_item_ms=per_item_ms)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    total = max(1, round(arrival_rate * duration_s))
+    due = start + np.arange(total) / arrival_rate
+    async with BatchProcessor(sink.write, batch_size=batch_size, flush_interval=flush_interval) as batches:
+        i = 0
+        while i < total:
+            now = loop.time()
+            while i < total and due[i] <= now:
+                await batches.add(float(due[i]))
+                i += 1
+            if i < total:
+                await asyncio.sleep(max(0.0, float(due[i]) - loop.time()))
+    elapsed = loop.time() - start
+    window = _window(start, duration_s)
+    in_window = sum(len(batch) for landed, batch in sink.landed if window[0] <= landed <= window[1])
+    latencies = [landed - arrived for landed, batch in sink.landed for arrived in batch]
+    sizes = [len(batch) for _, batch in sink.landed]
+    return BatchRun(window, in_window, elapsed, tuple(latencies), tuple(sizes), sink.calls)
+
+
+async def batch_experiment(batch_size: int, flush_interval: float, **options: Any) -> dict[str, float | None]:
+    """Metrics of :func:`run_batches`: items/s, item latency p50/p99, batch size, sink calls."""
+    return (await run_batches(batch_size, flush_interval, **options)).metrics()

@@ -1,0 +1,202 @@
+"""Plots for the workbench: every measured line carries its spread (the interquartile band
+and min-max whiskers), with the ideal drawn beside it. Each function returns a Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "ecdf_plot",
+    "line_with_spread",
+    "pareto_plot",
+    "plot_batch_sweep",
+    "plot_pool_sweep",
+    "plot_rate_sweep",
+]
+
+IDEAL_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
+
+
+def _figure(panels: int, width: float = 5.2, height: float = 3.8) -> tuple[Figure, list[Axes]]:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, panels, figsize=(width * panels, height), layout="constrained")
+    return fig, list(axes) if panels > 1 else [axes]
+
+
+def line_with_spread(
+    ax: Axes, summary: pd.DataFrame, x: str, metric: str, *, label: str | None = None, color: Any = None
+) -> Any:
+    """Median line, interquartile band and min-max whiskers of one metric from
+    :func:`perflab.analysis.summarize`."""
+    rows = summary[summary["metric"] == metric].sort_values(x)
+    if rows.empty:
+        return None
+    xs = rows[x].to_numpy()
+    (line,) = ax.plot(xs, rows["median"], marker="o", markersize=4, label=label, color=color)
+    ax.fill_between(xs, rows["q25"], rows["q75"], alpha=0.25, color=line.get_color(), linewidth=0)
+    ax.errorbar(
+        xs,
+        rows["median"],
+        yerr=[rows["median"] - rows["min"], rows["max"] - rows["median"]],
+        fmt="none",
+        ecolor=line.get_color(),
+        alpha=0.5,
+        capsize=2,
+    )
+    return line
+
+
+def _by(summary: pd.DataFrame, column: str | None) -> list[tuple[Any, pd.DataFrame]]:
+    if column is None:
+        return [(None, summary)]
+    return [(value, summary[summary[column] == value]) for value in summary[column].drop_duplicates()]
+
+
+def plot_pool_sweep(
+    summary: pd.DataFrame,
+    *,
+    x: str = "max_concurrent",
+    group: str | None = "latency",
+    mean_latency_s: Mapping[Any, float] | None = None,
+    server_cap: int | None = None,
+    knees: Mapping[Any, Any] | None = None,
+) -> Figure:
+    """Throughput with Little's law (concurrency / mean latency) as the ideal, latency
+    p50/p99, and the server's 429s, against pool size."""
+    fig, (thr, lat, rej) = _figure(3)
+    for value, rows in _by(summary, group):
+        line = line_with_spread(thr, rows, x, "throughput", label=f"{value} measured")
+        color = line.get_color() if line is not None else None
+        if mean_latency_s and value in mean_latency_s:
+            xs = sorted(rows[x].unique())
+            ideal = [min(c, server_cap or c) / mean_latency_s[value] for c in xs]
+            thr.plot(xs, ideal, color=color, label=f"{value} ideal (Little's law)", **IDEAL_STYLE)
+        if knees and value in knees:
+            thr.axvline(knees[value], color=color, linestyle=":", linewidth=1)
+        line_with_spread(lat, rows, x, "p50_ms", label=f"{value} p50", color=color)
+        p99 = line_with_spread(lat, rows, x, "p99_ms", label=f"{value} p99", color=color)
+        if p99 is not None:
+            p99.set_linestyle("-.")
+        line_with_spread(rej, rows, x, "rejected_per_s", label=f"{value}", color=color)
+    if server_cap:
+        for ax in (thr, rej):
+            ax.axvline(
+                server_cap, color="grey", linestyle="--", linewidth=1, label=f"server cap {server_cap}"
+            )
+    thr.set(title="Throughput (200s per second)", ylabel="requests/s")
+    lat.set(title="Latency of answered calls", ylabel="ms", yscale="log")
+    rej.set(title="429s from the server", ylabel="per second")
+    for ax in (thr, lat, rej):
+        ax.set(xscale="log", xlabel=x)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_rate_sweep(
+    summary: pd.DataFrame, *, x: str = "rate", group: str | None = "burst", server_rate: float | None = None
+) -> Figure:
+    """Achieved against target rate (the target is the ideal), waits, and the server's 429s."""
+    fig, (ach, wait, rej) = _figure(3)
+    targets = sorted(summary[x].unique())
+    ach.plot(targets, targets, color="black", label="target (ideal)", **IDEAL_STYLE)
+    for value, rows in _by(summary, group):
+        label = f"{group} {value}" if group else None
+        line = line_with_spread(ach, rows, x, "achieved_rate", label=label)
+        color = line.get_color() if line is not None else None
+        line_with_spread(wait, rows, x, "wait_p99_ms", label=label, color=color)
+        line_with_spread(rej, rows, x, "rejected_per_s", label=label, color=color)
+    if server_rate:
+        for ax in (ach, rej):
+            ax.axvline(
+                server_rate,
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"server limit {server_rate:g}/s",
+            )
+    ach.set(title="Achieved rate", ylabel="tokens/s")
+    wait.set(title="Wait for a token, p99", ylabel="ms")
+    rej.set(title="429s from the server", ylabel="per second")
+    for ax in (ach, wait, rej):
+        ax.set(xlabel=f"{x} (target, per second)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def ecdf_plot(samples: Mapping[str, Sequence[float]], *, xlabel: str, title: str) -> Figure:
+    """Empirical CDFs of several sample sets, e.g. wait times per setting."""
+    import numpy as np
+
+    fig, (ax,) = _figure(1, width=6)
+    for label, values in samples.items():
+        data = np.sort(np.asarray(values, dtype=float))
+        if data.size:
+            ax.step(data, np.arange(1, data.size + 1) / data.size, where="post", label=label)
+    ax.set(xlabel=xlabel, ylabel="share of requests", title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def pareto_plot(
+    points: pd.DataFrame,
+    front: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    label: Callable[[Any], str],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Figure:
+    """Every setting as a point (median, with IQR whiskers when given), the front joined."""
+    fig, (ax,) = _figure(1, width=6.5, height=4.5)
+    xerr = _whiskers(points, x)
+    yerr = _whiskers(points, y)
+    ax.errorbar(
+        points[x], points[y], xerr=xerr, yerr=yerr, fmt="o", alpha=0.6, label="settings (median, IQR)"
+    )
+    ordered = front.sort_values(x)
+    ax.plot(ordered[x], ordered[y], "-o", color="crimson", label="Pareto front")
+    for _, row in front.iterrows():
+        ax.annotate(label(row), (row[x], row[y]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _whiskers(points: pd.DataFrame, column: str) -> Any:
+    low, high = f"{column}_q25", f"{column}_q75"
+    if low in points and high in points:
+        return [(points[column] - points[low]).clip(lower=0), (points[high] - points[column]).clip(lower=0)]
+    return None
+
+
+def plot_batch_sweep(points: pd.DataFrame, front: pd.DataFrame, *, arrival_rate: float) -> Figure:
+    """Throughput against item latency p99 per (batch_size, flush_interval); the arrival
+    rate is the ideal throughput."""
+    fig = pareto_plot(
+        points,
+        front,
+        x="item_p99_ms",
+        y="throughput",
+        label=lambda row: f"{int(row['batch_size'])} / {row['flush_interval'] * 1e3:g} ms",
+        xlabel="item latency p99 (ms, log)",
+        ylabel="items/s landed",
+        title="Batching: throughput against latency (batch_size / flush_interval)",
+    )
+    ax = fig.axes[0]
+    ax.axhline(arrival_rate, color="black", label=f"arrival rate {arrival_rate:g}/s (ideal)", **IDEAL_STYLE)
+    ax.set_xscale("log")
+    ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,294 @@
+"""``perflab report``: run every notebook through papermill into one dated folder, render
+them as HTML and write an index with each notebook's status, duration, key figure and
+recommended settings.
+
+Notebooks run in this process through papermill's Python API (each in its own kernel).
+A notebook joins the report by being added to ``notebooks/``. Its ``parameters`` cell
+may declare ``output_dir``: the report injects the folder where the notebook should
+``publish`` its results (``results.json``, ``results.csv``, ``summary.json``, figures).
+A failing notebook does not stop the others; the failure is named (notebook and cell) and
+the exit status is non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import html
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from perflab._files import write_new
+from perflab.metadata import collect_metadata
+
+__all__ = ["PROFILES", "NotebookRun", "ReportRun", "find_notebooks", "load_run", "run_report"]
+
+#: The profiles, in one place. "quick" runs the notebooks' own defaults. "full" sets these
+#: parameters in every notebook that declares them: more repeats, longer runs, finer grids.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {},
+    "full": {
+        "repeat": 9,
+        "duration_s": 1.0,
+        "pool_sizes": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
+        "rates": [25.0, 50.0, 100.0, 200.0, 300.0, 400.0, 800.0],
+        "bursts": [1, 2, 5, 20, 50],
+        "batch_sizes": [1, 5, 10, 25, 50, 100, 200, 500],
+        "flush_intervals": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+        "records": 200_000,
+    },
+}
+
+
+@dataclasses.dataclass
+class NotebookRun:
+    name: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    parameters: dict[str, Any]
+    failure: str | None = None
+    summary: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class ReportRun:
+    directory: Path
+    profile: str
+    notebooks: list[NotebookRun]
+
+    @property
+    def ok(self) -> bool:
+        return all(n.status == "ok" for n in self.notebooks)
+
+    @property
+    def index(self) -> Path:
+        return self.directory / "index.html"
+
+
+def find_notebooks(directory: str | os.PathLike[str]) -> dict[str, Path]:
+    """The notebooks of ``directory`` by name (file stem), in name order."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ValueError(f"notebooks directory {str(folder)!r} does not exist")
+    return {path.stem: path for path in sorted(folder.glob("*.ipynb"))}
+
+
+def _declared_parameters(path: Path) -> dict[str, Any]:
+    import papermill
+
+    return papermill.inspect_notebook(str(path))
+
+
+def _plan(
+    notebooks: Mapping[str, Path], profile: str, overrides: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Each notebook's injected parameters; refuse names no selected notebook declares."""
+    declared = {name: _declared_parameters(path) for name, path in notebooks.items()}
+    unknown = sorted(set(overrides) - {p for params in declared.values() for p in params})
+    if unknown:
+        raise ValueError(f"no selected notebook has the parameter(s) {unknown}")
+    plan = {}
+    for name, params in declared.items():
+        chosen = {k: v for k, v in {**PROFILES[profile], **overrides}.items() if k in params}
+        plan[name] = chosen
+    return plan
+
+
+def run_report(
+    *,
+    profile: str = "quick",
+    out: str | os.PathLike[str] | None = None,
+    only: Sequence[str] | None = None,
+    notebooks_dir: str | os.PathLike[str] = "notebooks",
+    reports_dir: str | os.PathLike[str] = "reports",
+    parameters: Mapping[str, Any] | None = None,
+    log: Any = print,
+) -> ReportRun:
+    """Run the notebooks and write the report; see the module docstring."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    notebooks = find_notebooks(notebooks_dir)
+    if not notebooks:
+        raise ValueError(f"no notebooks in {str(notebooks_dir)!r}")
+    if only:
+        unknown = sorted(set(only) - set(notebooks))
+        if unknown:
+            raise ValueError(f"unknown notebook(s) {unknown}; there are {sorted(notebooks)}")
+        notebooks = {name: notebooks[name] for name in notebooks if name in set(only)}
+    plan = _plan(notebooks, profile, dict(parameters or {}))
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    directory = Path(out) if out is not None else Path(reports_dir) / f"{stamp}-{profile}"
+    directory.mkdir(parents=True, exist_ok=out is not None)
+    started = time.perf_counter()
+    runs = []
+    for name, path in notebooks.items():
+        log(f"running {name} ({profile}) ...")
+        run = _run_notebook(name, path, directory, plan[name])
+        log(f"  {run.status} in {run.seconds:.1f} s" + (f": {run.failure}" if run.failure else ""))
+        runs.append(run)
+    report = ReportRun(directory, profile, runs)
+    metadata = collect_metadata()
+    _write_run_json(report, metadata, time.perf_counter() - started)
+    _write_index(report, metadata)
+    return report
+
+
+def _kernel_manager_class() -> type:
+    """Kernels talk over IPC sockets in a private temporary folder: no open TCP ports on
+    a shared machine (and no warning about unencrypted TCP from ipykernel)."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = os.path.join(
+                tempfile.mkdtemp(prefix="perflab-kernel-"), f"kernel-{uuid.uuid4().hex[:8]}"
+            )
+
+    return IPCKernelManager
+
+
+def _inline_markdown(text: str) -> str:
+    """Escape, then render the **bold** and `code` a conclusion uses."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+
+
+def _run_notebook(name: str, path: Path, directory: Path, injected: dict[str, Any]) -> NotebookRun:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output_dir = directory / name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    executed = directory / f"{name}.ipynb"
+    params = dict(injected)
+    if "output_dir" in _declared_parameters(path):
+        params["output_dir"] = str(output_dir.resolve())
+    started = time.perf_counter()
+    failure = None
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(executed),
+            parameters=params,
+            cwd=str(path.parent),
+            progress_bar=False,
+            log_output=False,
+            kernel_manager_class=_kernel_manager_class(),
+        )
+    except PapermillExecutionError as error:
+        failure = f"cell {error.exec_count} raised {error.ename}: {error.evalue}"
+    except Exception as error:  # kernel died, notebook unreadable, ...: still report it
+        failure = f"{type(error).__name__}: {error}"
+    seconds = time.perf_counter() - started
+    if executed.exists():
+        _render_html(executed, directory / f"{name}.html")
+    summary_file = output_dir / "summary.json"
+    summary = orjson.loads(summary_file.read_bytes()) if summary_file.exists() else None
+    status = "failed" if failure else "ok"
+    return NotebookRun(
+        name, status, seconds, {k: v for k, v in params.items() if k != "output_dir"}, failure, summary
+    )
+
+
+def _render_html(notebook: Path, target: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    target.write_text(body, encoding="utf-8")
+
+
+def _write_run_json(report: ReportRun, metadata: dict[str, Any], seconds: float) -> None:
+    payload = {
+        "profile": report.profile,
+        "profile_parameters": PROFILES[report.profile],
+        "seconds": seconds,
+        "ok": report.ok,
+        "notebooks": [dataclasses.asdict(run) for run in report.notebooks],
+        "metadata": metadata,
+    }
+    write_new(report.directory / "run.json", orjson.dumps(payload, option=orjson.OPT_INDENT_2), replace=True)
+
+
+def _write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
+    esc = html.escape
+    rows = []
+    for run in report.notebooks:
+        summary = run.summary or {}
+        recommended = summary.get("recommended") or {}
+        settings = "<br>".join(f"<b>{esc(str(k))}</b> = {esc(str(v))}" for k, v in recommended.items()) or "—"
+        folder = f"{run.name}/"
+        files = " · ".join(
+            f'<a href="{folder}{f}">{f}</a>'
+            for f in ("results.json", "results.csv", "summary.csv")
+            if (report.directory / run.name / f).exists()
+        )
+        figures = " · ".join(
+            f'<a href="{folder}figures/{p.name}">{esc(p.stem)}</a>'
+            for p in sorted((report.directory / run.name / "figures").glob("*.png"))
+        )
+        status = "ok" if run.status == "ok" else f"FAILED: {run.failure}"
+        title = esc(summary.get("title", run.name))
+        text = _inline_markdown(str(summary.get("conclusion", "")))
+        rows.append(
+            f"<tr class='{run.status}'><td><a href='{run.name}.html'>{title}</a>"
+            f"<br><small>{esc(run.name)}</small></td><td>{esc(status)}</td><td>{run.seconds:.1f} s</td>"
+            f"<td>{esc(str(summary.get('key_figure', '—')))}</td><td>{settings}</td>"
+            f"<td>{text}</td><td>{files}<br>{figures}</td></tr>"
+        )
+    machine = (
+        f"{metadata['cpu_model']}, {metadata['cpu_count']} CPUs, {metadata['memory_total_gb']} GiB, "
+        f"{metadata['os']}, Python {metadata['python']}, load {metadata['load_average']}"
+    )
+    commit = (metadata.get("git") or {}).get("commit", "no git")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>perflab report {esc(report.directory.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border: 1px solid #ccc; padding: 6px; vertical-align: top; font-size: 14px; }}
+tr.failed td {{ background: #fde8e8; }}
+th {{ background: #f3f3f3; text-align: left; }}
+</style></head><body>
+<h1>perflab report: {esc(report.directory.name)}</h1>
+<p>Profile <b>{esc(report.profile)}</b> · {sum(r.status == "ok" for r in report.notebooks)} of
+{len(report.notebooks)} notebooks ok · {esc(metadata["time"])} · commit {esc(str(commit))}</p>
+<p><small>{esc(machine)} · <a href="run.json">run.json</a></small></p>
+<table><thead><tr><th>notebook</th><th>status</th><th>duration</th><th>key figure</th>
+<th>recommended settings</th><th>conclusion</th><th>results</th></tr></thead>
+<tbody>
+{"".join(rows)}
+</tbody></table>
+<p><small>Every figure is a median of repeated runs with its spread in the notebook's plots;
+compare two runs with <code>perflab compare RUN_A RUN_B</code>.</small></p>
+</body></html>
+"""
+    report.index.write_text(page, encoding="utf-8")
+
+
+def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The results of a report run by notebook name (``path`` a run folder), or of one
+    results file (``path`` a ``results.json``)."""
+    from perflab.results import Results
+
+    target = Path(path)
+    if target.is_file():
+        return {target.parent.name or "results": Results.load(target)}
+    if not target.is_dir():
+        raise ValueError(f"{str(target)!r} is neither a report folder nor a results.json file")
+    found = {p.parent.name: Results.load(p) for p in sorted(target.glob("*/results.json"))}
+    if not found:
+        raise ValueError(f"{str(target)!r} holds no */results.json: is it a perflab report folder?")
+    return found

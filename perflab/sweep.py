@@ -1,0 +1,195 @@
+"""Parameter sweeps: every point of a grid, repeated, as a tidy DataFrame.
+
+``grid`` maps parameter names to lists of values (strings or numbers), asv-style.
+``fn(**point)`` measures one point and returns a mapping of metric name to number (or an
+awaitable of one). Repeats are interleaved by default (repeat 0 of every point, then
+repeat 1, ...), so a drift in the machine's state spreads over all points instead of
+biasing the last ones. ``seed_param="seed"`` passes the repeat number to ``fn`` as
+``seed``, so a simulated workload draws new random numbers each repeat but the same ones
+for every point of a repeat (common random numbers: differences between points are the
+settings', not the draws'). The result has one row per (point, repeat): parameter
+columns, ``repeat``, then metric columns; ``frame.attrs["perflab"]`` names which is which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from numbers import Real
+from typing import TYPE_CHECKING, Any, Literal
+
+from perflab._validate import check_int
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["asweep", "grid_points", "sweep"]
+
+Metrics = Mapping[str, float | int | bool | None]
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in order (the last name varies fastest)."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise ValueError("grid must be a non-empty mapping of parameter name to a list of values")
+    for name, values in grid.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"grid parameter names must be identifiers, got {name!r}")
+        if name == "repeat":
+            raise ValueError("grid parameter 'repeat' is reserved for the repeat column")
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+            raise TypeError(f"grid[{name!r}] must be a list of values, got {type(values).__name__}")
+        if not values:
+            raise ValueError(f"grid[{name!r}] is empty: give at least one value")
+        for value in values:
+            if not isinstance(value, str | Real) or (isinstance(value, float) and not math.isfinite(value)):
+                raise TypeError(f"grid[{name!r}] values must be strings or finite numbers, got {value!r}")
+    names = list(grid)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def _call_args(
+    point: dict[str, Any], seed_param: str | None, seed: int | None = None, warmup_seed: bool = False
+) -> dict[str, Any]:
+    if seed_param is None:
+        return point
+    if seed_param in point:
+        raise ValueError(f"seed_param {seed_param!r} is also a grid parameter")
+    # Warm-up runs use a seed no measured repeat uses.
+    return {**point, seed_param: 10**6 if warmup_seed else seed}
+
+
+def _check_metrics(point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
+    if not isinstance(metrics, Mapping):
+        raise TypeError(
+            f"fn({point}) must return a mapping of metric name to number, got {type(metrics).__name__}"
+        )
+    for name, value in metrics.items():
+        if value is not None and not isinstance(value, Real):
+            raise TypeError(f"fn({point}) returned a non-number for metric {name!r}: {value!r}")
+    return dict(metrics)
+
+
+def _order(points: list[dict[str, Any]], repeat: int, order: str) -> list[tuple[int, dict[str, Any]]]:
+    if order == "interleaved":
+        return [(r, point) for r in range(repeat) for point in points]
+    if order == "grouped":
+        return [(r, point) for point in points for r in range(repeat)]
+    raise ValueError(f"order must be 'interleaved' or 'grouped', got {order!r}")
+
+
+def _frame(points: list[dict[str, Any]], rows: list[dict[str, Any]], name: str) -> pd.DataFrame:
+    import pandas as pd
+
+    parameters = list(points[0])
+    metrics: list[str] = []
+    for row in rows:
+        metrics += [key for key in row if key not in parameters and key != "repeat" and key not in metrics]
+    frame = pd.DataFrame(rows, columns=[*parameters, "repeat", *metrics])
+    frame.attrs["perflab"] = {"name": name, "parameters": parameters, "metrics": metrics}
+    return frame
+
+
+def _progress(total: int, enabled: bool, name: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.std import tqdm
+
+    return tqdm(total=total, desc=name, unit="run", leave=False, mininterval=0.5)
+
+
+def sweep(
+    fn: Callable[..., Metrics | Awaitable[Metrics]],
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    repeat: int = 5,
+    warmup: int = 1,
+    progress: bool = True,
+    order: Literal["interleaved", "grouped"] = "interleaved",
+    name: str = "sweep",
+    seed_param: str | None = None,
+) -> pd.DataFrame:
+    """Measure every point of ``grid`` ``repeat`` times (after ``warmup`` discarded runs
+    per point). An async ``fn`` works when no loop is running; inside one (a notebook)
+    use ``await asweep(...)``."""
+    points = grid_points(grid)
+    check_int("repeat", repeat, minimum=1)
+    check_int("warmup", warmup, minimum=0)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if inspect.iscoroutinefunction(fn):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(
+                asweep(
+                    fn,
+                    grid,
+                    repeat=repeat,
+                    warmup=warmup,
+                    progress=progress,
+                    order=order,
+                    name=name,
+                    seed_param=seed_param,
+                )
+            )
+        raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
+    schedule = _order(points, repeat, order)
+    bar = _progress(len(points) * warmup + len(schedule), progress, name)
+    rows = []
+    for point in points:
+        for _ in range(warmup):
+            _check_metrics(point, fn(**_call_args(point, seed_param, warmup_seed=True)))
+            if bar is not None:
+                bar.update()
+    for r, point in schedule:
+        rows.append({**point, "repeat": r, **_check_metrics(point, fn(**_call_args(point, seed_param, r)))})
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return _frame(points, rows, name)
+
+
+async def asweep(
+    fn: Callable[..., Metrics | Awaitable[Metrics]],
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    repeat: int = 5,
+    warmup: int = 1,
+    progress: bool = True,
+    order: Literal["interleaved", "grouped"] = "interleaved",
+    name: str = "sweep",
+    seed_param: str | None = None,
+) -> pd.DataFrame:
+    """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable."""
+    points = grid_points(grid)
+    check_int("repeat", repeat, minimum=1)
+    check_int("warmup", warmup, minimum=0)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    schedule = _order(points, repeat, order)
+    bar = _progress(len(points) * warmup + len(schedule), progress, name)
+
+    async def measure(point: dict[str, Any], seed: int | None) -> dict[str, Any]:
+        outcome = fn(**_call_args(point, seed_param, seed, warmup_seed=seed is None))
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        return _check_metrics(point, outcome)
+
+    rows = []
+    for point in points:
+        for _ in range(warmup):
+            await measure(point, None)
+            if bar is not None:
+                bar.update()
+    for r, point in schedule:
+        rows.append({**point, "repeat": r, **await measure(point, r)})
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return _frame(points, rows, name)

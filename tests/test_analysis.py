@@ -1,0 +1,80 @@
+"""summarize, knee, pareto_front and compare_runs on hand-made data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perflab import Results
+from perflab.analysis import compare_runs, knee, pareto_front, summarize
+
+
+def pool_frame() -> pd.DataFrame:
+    rows = []
+    for pool, throughput in [(1, 50), (2, 100), (4, 190), (8, 300), (16, 320), (32, 324)]:
+        for r, jitter in enumerate([-1.0, 0.0, 1.0]):
+            rows.append({"pool": pool, "repeat": r, "throughput": throughput + jitter, "p99": 10.0 + pool})
+    return pd.DataFrame(rows)
+
+
+def test_summarize_gives_median_quartiles_and_ci_per_point() -> None:
+    summary = summarize(pool_frame(), ["pool"])
+    row = summary[(summary.pool == 8) & (summary.metric == "throughput")].iloc[0]
+    assert (row["median"], row["min"], row["max"], row["n"]) == (300.0, 299.0, 301.0, 3)
+    assert (row["q25"], row["q75"]) == (299.5, 300.5)
+    assert set(summary.metric) == {"throughput", "p99"}
+
+
+def test_knee_is_the_smallest_setting_within_the_fraction_of_the_best() -> None:
+    summary = summarize(pool_frame(), ["pool"])
+    found = knee(summary, "pool", "throughput", fraction=0.95)
+    assert (found.x, found.best_x, found.best_y) == (16, 32, 324.0)  # 300 < 0.95 * 324 = 307.8 <= 320
+    assert knee(summary, "pool", "throughput", fraction=0.9).x == 8
+    lowest = knee(summary, "pool", "p99", fraction=0.5, higher_is_better=False)
+    assert lowest.x == 1  # 11 ms is the best; anything <= 22 ms qualifies, pool 1 first
+    with pytest.raises(ValueError, match="fraction must be in"):
+        knee(summary, "pool", "throughput", fraction=0)
+    with pytest.raises(ValueError, match="metric 'missing' is not in the summary"):
+        knee(summary, "pool", "missing")
+
+
+def test_pareto_front_keeps_only_undominated_rows() -> None:
+    points = pd.DataFrame(
+        {
+            "name": ["a", "b", "c", "d", "e"],
+            "throughput": [100, 200, 150, 200, 50],
+            "p99": [10, 30, 40, 20, 5],
+        }
+    )
+    front = pareto_front(points, {"throughput": "max", "p99": "min"})
+    assert sorted(front.name) == ["a", "d", "e"]  # b loses to d; c loses to d
+    with pytest.raises(ValueError, match="must be 'max' or 'min'"):
+        pareto_front(points, {"throughput": "up"})
+
+
+def run(scale: float, seed: int) -> Results:
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "pool": pool,
+            "repeat": r,
+            "throughput": pool * 100 * scale * rng.normal(1, 0.01),
+            "p99": 20 * rng.normal(1, 0.01),
+        }
+        for pool in (1, 4)
+        for r in range(9)
+    ]
+    return Results.new("pool", ["pool"], ["throughput", "p99"], rows, higher_is_better={"throughput": True})
+
+
+def test_compare_runs_calls_a_real_change_and_leaves_noise_alone() -> None:
+    same = compare_runs(run(1.0, 1), run(1.0, 2))
+    assert set(same.verdict) == {"no significant change"}
+    slower = compare_runs(run(1.0, 1), run(0.8, 2))
+    throughput = slower[slower.metric == "throughput"]
+    assert set(throughput.verdict) == {"slower"}  # less throughput is worse
+    assert throughput.ratio.between(0.78, 0.82).all()
+    assert set(slower[slower.metric == "p99"].verdict) == {"no significant change"}
+    with pytest.raises(ValueError, match="different parameters"):
+        compare_runs(run(1.0, 1), Results.new("x", ["other"], ["throughput"], []))

@@ -1,0 +1,125 @@
+"""perflab report and perflab compare: a failing notebook, the index, errors before work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from perflab import Results
+from perflab.cli import main
+from perflab.report import PROFILES, load_run, run_report
+
+FIXTURES = Path(__file__).resolve().parent / "notebooks"
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_is_named_and_the_rest_still_reported(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    report = run_report(notebooks_dir=FIXTURES, out=out, log=lambda *_: None)
+    assert not report.ok
+    runs = {run.name: run for run in report.notebooks}
+    assert runs["publishes_results"].status == "ok"
+    failed = runs["raises_in_second_cell"]
+    assert failed.status == "failed" and "raised RuntimeError: planted failure" in failed.failure
+    assert failed.failure.startswith("cell ")
+    index = (out / "index.html").read_text()
+    assert "FAILED" in index and "planted failure" in index
+    assert "<b>n</b> = 3" in index and "<b>fine</b>" in index
+    for name in runs:
+        assert (out / f"{name}.html").stat().st_size > 1000
+        assert (out / f"{name}.ipynb").exists()
+    run = orjson.loads((out / "run.json").read_bytes())
+    assert [n["status"] for n in run["notebooks"]] == ["ok", "failed"]
+    assert run["metadata"]["cpu_count"] >= 1 and run["profile"] == "quick"
+    assert Results.load(out / "publishes_results" / "results.json").metrics == ("value",)
+
+
+@pytest.mark.slow
+def test_the_cli_exits_non_zero_on_failure_and_injects_parameters(tmp_path: Path, capsys) -> None:
+    code = main(["report", "--notebooks", str(FIXTURES), "--out", str(tmp_path / "a")])
+    assert code == 1
+    assert "FAILED raises_in_second_cell" in capsys.readouterr().err
+    code = main(
+        [
+            "report",
+            "--notebooks",
+            str(FIXTURES),
+            "--out",
+            str(tmp_path / "b"),
+            "--only",
+            "publishes_results",
+            "-p",
+            "scale",
+            "3.0",
+        ]
+    )
+    assert code == 0
+    summary = orjson.loads((tmp_path / "b" / "publishes_results" / "summary.json").read_bytes())
+    assert summary["key_figure"] == "max 9"
+    assert "index.html" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "huge"], "profile must be one of ['full', 'quick'], got 'huge'"),
+        (["--only", "nope"], "unknown notebook(s) ['nope']"),
+        (["-p", "colour", "red"], "no selected notebook has the parameter(s) ['colour']"),
+        (["--notebooks", "/no/such/dir"], "notebooks directory '/no/such/dir' does not exist"),
+    ],
+)
+def test_bad_report_arguments_fail_before_anything_runs(tmp_path: Path, capsys, args, message) -> None:
+    out = tmp_path / "never"
+    assert main(["report", "--out", str(out), "--notebooks", str(FIXTURES), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_full_profile_is_defined_in_one_place() -> None:
+    assert PROFILES["quick"] == {}
+    assert PROFILES["full"]["repeat"] > 3
+
+
+def write_run(folder: Path, scale: float, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "pool": pool,
+            "repeat": r,
+            "throughput": pool * 100 * scale * rng.normal(1, 0.01),
+            "p99_ms": 20 * rng.normal(1, 0.01),
+        }
+        for pool in (1, 8)
+        for r in range(7)
+    ]
+    results = Results.new(
+        "taskpool", ["pool"], ["throughput", "p99_ms"], rows, higher_is_better={"throughput": True}
+    )
+    (folder / "taskpool").mkdir(parents=True)
+    results.dump(folder / "taskpool" / "results.json")
+    return folder
+
+
+def test_compare_reports_no_change_for_the_same_code(tmp_path: Path, capsys) -> None:
+    a, b = write_run(tmp_path / "a", 1.0, 1), write_run(tmp_path / "b", 1.0, 2)
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "4 comparisons: 4 (100%) no significant change" in out
+    assert set(load_run(a)) == {"taskpool"}
+
+
+def test_compare_fails_on_a_regression_beyond_the_threshold(tmp_path: Path, capsys) -> None:
+    a, b = write_run(tmp_path / "a", 1.0, 1), write_run(tmp_path / "b", 0.7, 2)
+    assert main(["compare", str(a), str(b)]) == 0  # reported, not failing, without the flag
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "10"]) == 1
+    captured = capsys.readouterr()
+    assert "slower" in captured.out and "regression(s) beyond 10%" in captured.err
+    assert main(["compare", str(a), str(b), "--fail-on-regression", "50"]) == 0
+
+
+def test_compare_refuses_what_is_not_a_run(tmp_path: Path, capsys) -> None:
+    assert main(["compare", str(tmp_path), str(tmp_path)]) == 2
+    assert "holds no */results.json" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+"""sweep()/asweep(): grids, tidy output, order, seeds and validation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from perflab.sweep import asweep, grid_points, sweep
+
+
+def test_grid_points_are_every_combination_in_order() -> None:
+    assert grid_points({"a": [1, 2], "b": ["x", "y"]}) == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("grid", "error", "message"),
+    [
+        ({}, ValueError, "grid must be a non-empty mapping"),
+        ({"a": []}, ValueError, r"grid\['a'\] is empty"),
+        ({"a": "123"}, TypeError, r"grid\['a'\] must be a list of values, got str"),
+        ({"a": [None]}, TypeError, r"grid\['a'\] values must be strings or finite numbers, got None"),
+        ({"a": [float("nan")]}, TypeError, "finite numbers"),
+        ({"repeat": [1]}, ValueError, "'repeat' is reserved"),
+        ({"not valid": [1]}, ValueError, "must be identifiers"),
+    ],
+)
+def test_bad_grids_fail_before_any_work(grid, error, message) -> None:
+    calls = []
+    with pytest.raises(error, match=message):
+        sweep(lambda **p: calls.append(p) or {"m": 1}, grid)
+    assert calls == []
+
+
+def test_the_result_is_tidy_and_interleaved() -> None:
+    calls = []
+
+    def measure(size: int, codec: str) -> dict[str, float]:
+        calls.append((size, codec))
+        return {"throughput": size * 10.0, "ratio": 0.5}
+
+    frame = sweep(measure, {"size": [1, 2], "codec": ["gz"]}, repeat=3, warmup=1, progress=False)
+    assert list(frame.columns) == ["size", "codec", "repeat", "throughput", "ratio"]
+    assert len(frame) == 6
+    assert frame.attrs["perflab"]["parameters"] == ["size", "codec"]
+    # One warm-up per point, then repeat 0 of every point, then repeat 1, ...
+    assert calls == [(1, "gz"), (2, "gz")] + [(1, "gz"), (2, "gz")] * 3
+    assert frame.groupby("size")["throughput"].median().to_dict() == {1: 10.0, 2: 20.0}
+
+
+def test_grouped_order_and_seeds_per_repeat() -> None:
+    seen = []
+    frame = sweep(
+        lambda n, seed: seen.append((n, seed)) or {"m": seed},
+        {"n": [1, 2]},
+        repeat=2,
+        warmup=0,
+        progress=False,
+        order="grouped",
+        seed_param="seed",
+    )
+    assert seen == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert frame["m"].tolist() == [0, 1, 0, 1]
+
+
+def test_metrics_must_be_numbers() -> None:
+    with pytest.raises(TypeError, match=r"returned a non-number for metric 'm': 'fast'"):
+        sweep(lambda n: {"m": "fast"}, {"n": [1]}, progress=False)
+    with pytest.raises(TypeError, match="must return a mapping of metric name to number, got float"):
+        sweep(lambda n: 1.0, {"n": [1]}, progress=False)
+
+
+def test_an_async_fn_runs_outside_a_loop_and_with_await_inside_one() -> None:
+    async def measure(n: int) -> dict[str, float]:
+        await asyncio.sleep(0)
+        return {"m": n * 2.0}
+
+    assert sweep(measure, {"n": [1, 2]}, repeat=2, progress=False)["m"].tolist() == [2.0, 4.0, 2.0, 4.0]
+
+    async def inside() -> list[float]:
+        with pytest.raises(RuntimeError, match="use 'await asweep"):
+            sweep(measure, {"n": [1]})
+        frame = await asweep(measure, {"n": [3]}, repeat=2, warmup=0, progress=False)
+        return frame["m"].tolist()
+
+    assert asyncio.run(inside()) == [6.0, 6.0]
+
+
+def test_repeat_and_warmup_are_validated() -> None:
+    with pytest.raises(ValueError, match="repeat must be >= 1, got 0"):
+        sweep(lambda n: {"m": 1}, {"n": [1]}, repeat=0)
+    with pytest.raises(ValueError, match="order must be 'interleaved' or 'grouped'"):
+        sweep(lambda n: {"m": 1}, {"n": [1]}, order="random", progress=False)
