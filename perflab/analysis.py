@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from perflab.results import Results
 
-__all__ = ["Knee", "compare_runs", "knee", "pareto_front", "summarize"]
+__all__ = ["Knee", "compare_runs", "dominated", "knee", "pareto_front", "summarize"]
 
 
 def summarize(
@@ -146,6 +146,39 @@ def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, Literal["max", "m
         dominated_by = np.all(values >= values[i], axis=1) & np.any(values > values[i], axis=1)
         keep[i] = not dominated_by.any()
     return frame[keep]
+
+
+def dominated(
+    points: pd.DataFrame,
+    objectives: Mapping[str, Literal["max", "min"]],
+    key: str,
+    *,
+    tolerance: float | Mapping[str, float] = 0.0,
+) -> pd.DataFrame:
+    """The rows another row beats: at least as good on every objective and better on one,
+    where a relative difference within ``tolerance`` counts as a tie (per objective when
+    a mapping: a timing is noisy, a compression ratio is not). Each dominated row is
+    listed with the dominator best on the first objective."""
+    import pandas as pd
+
+    columns = list(objectives)
+    tol = {c: float(tolerance.get(c, 0.0) if isinstance(tolerance, Mapping) else tolerance) for c in columns}
+    if any(t < 0 for t in tol.values()):
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    signs = {c: 1.0 if objectives[c] == "max" else -1.0 for c in columns}
+    rows = []
+    for i, row in points.iterrows():
+        best = None
+        for j, other in points.iterrows():
+            if i == j:
+                continue
+            gains = {c: signs[c] * (other[c] - row[c]) / max(abs(row[c]), 1e-12) for c in columns}
+            if all(gains[c] >= -tol[c] for c in columns) and any(gains[c] > tol[c] for c in columns):
+                if best is None or signs[columns[0]] * (other[columns[0]] - best[columns[0]]) > 0:
+                    best = other
+        if best is not None:
+            rows.append({"dominated": row[key], "by": best[key], **{c: row[c] for c in columns}})
+    return pd.DataFrame(rows, columns=["dominated", "by", *columns])
 
 
 def compare_runs(

@@ -262,14 +262,24 @@ async def run_rate(
 
     async def call(_: int) -> None:
         asked = loop.time()
-        await limiter.acquire()
+        try:
+            await limiter.acquire()
+        except asyncio.CancelledError:
+            waits.append(loop.time() - asked)  # still queued at the deadline: a lower bound
+            raise
         granted = loop.time()
         grants.append(granted)
         waits.append(granted - asked)
         statuses.append((await api.call()).status)
 
     start = loop.time()
-    await TaskPool(max_concurrent=concurrency).map(call, _until(loop, start + duration_s))
+    try:
+        # Callers still queued for a token at the deadline are cancelled, not served: a
+        # slow rate would otherwise spend most of the run draining its queue.
+        async with asyncio.timeout(duration_s):
+            await TaskPool(max_concurrent=concurrency).map(call, _until(loop, start + duration_s))
+    except TimeoutError:
+        pass
     return RateRun(rate, burst, loop.time() - start, tuple(grants), tuple(waits), tuple(statuses))
 
 

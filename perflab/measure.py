@@ -172,9 +172,10 @@ class Comparison:
 
     ``ratio`` is median(candidate) / median(baseline) and ``ci95`` its bootstrap interval.
     The change is significant when the rank test gives ``p_value < 0.05`` AND the ratio is
-    at least ``min_effect`` away from 1. ``verdict`` is "faster", "slower" or "no
-    significant change"; for a metric where higher is better (throughput) a higher
-    candidate is "faster".
+    at least ``min_effect`` away from 1. ``verdict`` is "faster", "slower", "no
+    significant change", or "too few samples" when the sample sizes cannot reach
+    significance at all (3 against 3 cannot: take 4 or more a side); for a metric where
+    higher is better (throughput) a higher candidate is "faster".
     """
 
     baseline_median: float
@@ -229,7 +230,12 @@ def compare(
     ratio = b_median / a_median
     p_value = mann_whitney_p(a, b)
     significant = p_value < alpha and abs(ratio - 1) >= min_effect
-    if not significant:
+    # The smallest p-value the exact rank test can give for these sample sizes: with 3
+    # samples a side it is 0.1, so no difference could ever be called significant.
+    reachable = 2 / math.comb(a.size + b.size, a.size) < alpha
+    if not reachable:
+        verdict = "too few samples"
+    elif not significant:
         verdict = "no significant change"
     elif (ratio > 1) == higher_is_better:
         verdict = "faster"

@@ -122,7 +122,7 @@ def publish(
         extra=dict(extra or {}),
     )
     results.dump(directory / "results.json", replace=True)
-    frame.to_csv(directory / "results.csv", index=False)
+    results.to_frame().to_csv(directory / "results.csv", index=False)
     results.summarize().to_csv(directory / "summary.csv", index=False)
     for figure_name, figure in (figures or {}).items():
         figure.savefig(directory / "figures" / f"{figure_name}.png", dpi=110)

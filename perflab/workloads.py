@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -48,12 +49,17 @@ _LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 def symbol_universe(size: int = UNIVERSE_SIZE, *, seed: int = 12345) -> list[str]:
     """``size`` distinct ticker-like symbols of 1-5 letters, the same for the same seed."""
     check_int("size", size, minimum=1, maximum=100_000)
+    return list(_universe(size, seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _universe(size: int, seed: int) -> tuple[str, ...]:
     rng = np.random.default_rng(seed)
     symbols: dict[str, None] = {}
     while len(symbols) < size:
         length = int(rng.choice([1, 2, 3, 4, 5], p=[0.02, 0.08, 0.3, 0.45, 0.15]))
         symbols["".join(rng.choice(_LETTERS, length))] = None
-    return list(symbols)
+    return tuple(symbols)
 
 
 def generate_records(

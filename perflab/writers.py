@@ -1,11 +1,12 @@
 """JSON-lines writers: BufferedWriter (plain) and CompressedWriter (gzip, zstd, isal).
 
 Both share one buffering core, :class:`_LineBuffer`: each record is serialized by orjson
-into one line, appended to a ``bytearray``, and the buffer goes out in one write call when
-it reaches ``buffer_size`` bytes or holds ``max_writes`` records. A flush therefore writes
-whole lines only, and ``bytearray +=`` keeps its cost flat from 4 KiB to 8 MiB buffers
-(joining a list of lines into large chunks does not: a page fault per line once chunks
-pass malloc's mmap threshold).
+into one line, appended to an in-memory buffer that is reused (never shrunk) from flush to
+flush, and the buffer goes out in one write call when it reaches ``buffer_size`` bytes or
+holds ``max_writes`` records. A flush therefore writes whole lines only, and the cost stays
+flat from 4 KiB to 8 MiB buffers (joining a list of lines into large chunks does not: a
+page fault per line once chunks pass malloc's mmap threshold; nor does a bytearray
+cleared after each flush, which gives its memory back and faults again refilling it).
 
 Crash safety: a record is "flushed" once its bytes are in the OS (a kill -9 cannot lose
 them; a power cut can, unless ``fsync``). CompressedWriter ends every flush so that the
@@ -21,6 +22,7 @@ but standard tools report "unexpected end of file" on a file whose writer died.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import time
 import warnings
@@ -75,20 +77,11 @@ class WriterStats:
         return dataclasses.asdict(self)
 
 
-class _ClosedBuffer:
-    """A closed writer's buffer: appending raises ValueError, which keeps the closed check
-    off the per-record path of ``write``."""
+def _refuse(message: str) -> Any:
+    def refuse(data: Any) -> int:
+        raise ValueError(message)
 
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-    def __iadd__(self, data: bytes) -> _ClosedBuffer:
-        raise ValueError(self.message)
-
-    def __len__(self) -> int:
-        return 0
+    return refuse
 
 
 class _LineBuffer:
@@ -100,6 +93,8 @@ class _LineBuffer:
         "max_writes",
         "_file",
         "_buffer",
+        "_append",
+        "_size",
         "_count",
         "_records",
         "_raw_bytes",
@@ -114,7 +109,12 @@ class _LineBuffer:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = Path(path)
-        self._buffer = bytearray()
+        # A BytesIO written from the start again after each flush keeps its memory: a
+        # bytearray cleared after a flush gives it back, and refilling an 8 MiB buffer
+        # then page-faults 2,048 times per flush.
+        self._buffer = io.BytesIO()
+        self._append = self._buffer.write
+        self._size = 0  # bytes buffered (the BytesIO may hold older bytes past this)
         self._count = 0
         self._records = self._raw_bytes = self._bytes_written = self._flushes = self._fsyncs = 0
         self._file = None
@@ -149,24 +149,28 @@ class _LineBuffer:
 
         A value orjson cannot serialize raises TypeError and leaves the buffer as it was.
         """
-        buffer = self._buffer  # after close() this refuses the bytes: no closed check here
-        buffer += _dumps(record, None, _NEWLINE_OPTION)
+        # After close() _append refuses: no closed check on this hot path.
+        size = self._size = self._size + self._append(_dumps(record, None, _NEWLINE_OPTION))
         count = self._count = self._count + 1
-        if count >= self.max_writes or len(buffer) >= self.buffer_size:
+        if count >= self.max_writes or size >= self.buffer_size:
             self.flush()
 
     def write_many(self, records: Iterable[Any]) -> int:
         """Write every record as :meth:`write` would, without a method call per record
         (the fastest way to write many); return how many were written."""
-        buffer = self._buffer
-        buffer_size, max_writes = self.buffer_size, self.max_writes
-        written = 0
-        for record in records:
-            buffer += _dumps(record, None, _NEWLINE_OPTION)
-            written += 1
-            count = self._count = self._count + 1
-            if count >= max_writes or len(buffer) >= buffer_size:
-                self.flush()
+        append, buffer_size, max_writes = self._append, self.buffer_size, self.max_writes
+        size, count, written = self._size, self._count, 0
+        try:
+            for record in records:
+                size += append(_dumps(record, None, _NEWLINE_OPTION))
+                count += 1
+                written += 1
+                if count >= max_writes or size >= buffer_size:
+                    self._size, self._count = size, count
+                    self.flush()
+                    size = count = 0
+        finally:  # a record that fails to serialize leaves what came before it buffered
+            self._size, self._count = size, count
         return written
 
     def write_line(self, line: str | bytes | bytearray | memoryview) -> None:
@@ -183,23 +187,24 @@ class _LineBuffer:
             data = data[:-1]
         if b"\n" in data:
             raise ValueError("line must be one line: it contains a newline")
-        self._buffer += data
-        self._buffer += b"\n"
+        self._size += self._append(data + b"\n")
         self._count += 1
-        if len(self._buffer) >= self.buffer_size or self._count >= self.max_writes:
+        if self._size >= self.buffer_size or self._count >= self.max_writes:
             self.flush()
 
     def flush(self) -> None:
         """Send the buffered lines to the file in one write (whole lines only)."""
         if self._file is None:
             raise ValueError(f"flush of a closed {type(self).__name__} ({self.path})")
-        if not self._buffer:
+        size = self._size
+        if not size:
             return
-        buffer = self._buffer
-        self._raw_bytes += len(buffer)
+        with self._buffer.getbuffer() as whole, whole[:size] as lines:
+            self._write_all(self._encode(lines))
+        self._buffer.seek(0)
+        self._raw_bytes += size
         self._records += self._count
-        self._write_all(self._encode(buffer))
-        buffer.clear()
+        self._size = 0
         self._count = 0
         self._flushes += 1
         self._after_flush()
@@ -216,8 +221,8 @@ class _LineBuffer:
             self._before_close()
         finally:
             file, self._file = self._file, None
-            closed = _ClosedBuffer(f"write to a closed {type(self).__name__} ({self.path})")
-            self._buffer = closed  # type: ignore[assignment]
+            self._append = _refuse(f"write to a closed {type(self).__name__} ({self.path})")
+            self._buffer = io.BytesIO()  # give the memory back
             file.close()
 
     @property
@@ -229,14 +234,14 @@ class _LineBuffer:
             flushes=self._flushes,
             bytes_per_flush=self._bytes_written / self._flushes if self._flushes else 0.0,
             buffered_records=self._count,
-            buffered_bytes=len(self._buffer),
+            buffered_bytes=self._size,
             fsyncs=self._fsyncs,
         )
 
     # Hooks for the subclasses.
 
-    def _encode(self, buffer: bytearray) -> bytes | bytearray:
-        return buffer
+    def _encode(self, lines: memoryview) -> bytes | memoryview:
+        return lines
 
     def _finish(self) -> bytes:
         return b""
@@ -247,7 +252,7 @@ class _LineBuffer:
     def _before_close(self) -> None:
         return None
 
-    def _write_all(self, data: bytes | bytearray) -> None:
+    def _write_all(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = self._file.write(view)  # type: ignore[union-attr]
@@ -353,14 +358,14 @@ class CompressedWriter(_LineBuffer):
         ratio = base.bytes_written / base.raw_bytes if base.raw_bytes else None
         return dataclasses.replace(base, compression_ratio=ratio, compress_seconds=self._compress_seconds)
 
-    def _encode(self, buffer: bytearray) -> bytes:
+    def _encode(self, lines: memoryview) -> bytes:
         started = time.perf_counter()
         if self.flush_mode == "frame":
-            data = self._compressor.frame(buffer)
+            data = self._compressor.frame(lines)
         else:
             if self._stream is None:
                 self._stream = self._compressor.stream()
-            data = self._stream.sync(buffer)
+            data = self._stream.sync(lines)
         self._compress_seconds += time.perf_counter() - started
         return data
 
@@ -378,7 +383,7 @@ class _Compressor:
     """A codec at a level: ``frame(data)`` gives one self-contained member/frame;
     ``stream()`` one stream object with ``sync(data)`` and ``finish()``."""
 
-    def frame(self, data: bytes | bytearray) -> bytes:
+    def frame(self, data: bytes | memoryview) -> bytes:
         raise NotImplementedError
 
     def stream(self) -> Any:
@@ -392,7 +397,7 @@ class _Deflate(_Compressor):
         self.module = module
         self.level = level
 
-    def frame(self, data: bytes | bytearray) -> bytes:
+    def frame(self, data: bytes | memoryview) -> bytes:
         compressor = self.module.compressobj(self.level, self.module.DEFLATED, self._GZIP_WBITS)
         return compressor.compress(data) + compressor.flush(self.module.Z_FINISH)
 
@@ -406,7 +411,7 @@ class _DeflateStream:
         self.compressor = compressor
         self.module = module
 
-    def sync(self, data: bytes | bytearray) -> bytes:
+    def sync(self, data: bytes | memoryview) -> bytes:
         return self.compressor.compress(data) + self.compressor.flush(self.module.Z_SYNC_FLUSH)
 
     def finish(self) -> bytes:
@@ -417,7 +422,7 @@ class _Zstd(_Compressor):
     def __init__(self, level: int) -> None:
         self.context = zstandard.ZstdCompressor(level=level)
 
-    def frame(self, data: bytes | bytearray) -> bytes:
+    def frame(self, data: bytes | memoryview) -> bytes:
         return self.context.compress(data)
 
     def stream(self) -> Any:
@@ -428,7 +433,7 @@ class _ZstdStream:
     def __init__(self, compressor: Any) -> None:
         self.compressor = compressor
 
-    def sync(self, data: bytes | bytearray) -> bytes:
+    def sync(self, data: bytes | memoryview) -> bytes:
         return self.compressor.compress(data) + self.compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
     def finish(self) -> bytes:

@@ -78,3 +78,25 @@ def test_compare_runs_calls_a_real_change_and_leaves_noise_alone() -> None:
     assert set(slower[slower.metric == "p99"].verdict) == {"no significant change"}
     with pytest.raises(ValueError, match="different parameters"):
         compare_runs(run(1.0, 1), Results.new("x", ["other"], ["throughput"], []))
+
+
+def test_dominated_names_the_beaten_rows_with_a_noise_tolerance() -> None:
+    from perflab.analysis import dominated
+
+    points = pd.DataFrame(
+        {
+            "codec": ["gzip-8", "gzip-9", "zstd-1", "zstd-3"],
+            "saved": [73.41, 73.41, 75.5, 74.7],
+            "speed": [34.3, 34.9, 600.0, 540.0],
+        }
+    )
+    strict = dominated(points, {"saved": "max", "speed": "max"}, key="codec")
+    assert dict(zip(strict.dominated, strict.by, strict=True)) == {
+        "gzip-8": "zstd-1",
+        "gzip-9": "zstd-1",
+        "zstd-3": "zstd-1",
+    }
+    gzip = points[points.codec.str.startswith("gzip")]
+    assert dominated(gzip, {"saved": "max", "speed": "max"}, key="codec").dominated.tolist() == ["gzip-8"]
+    # Within 5% the speeds tie: neither gzip level beats the other.
+    assert dominated(gzip, {"saved": "max", "speed": "max"}, key="codec", tolerance={"speed": 0.05}).empty

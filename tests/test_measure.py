@@ -163,3 +163,9 @@ def test_results_print_as_median_min_max() -> None:
     )
     assert result.as_dict()["is_noisy"] is True
     assert format_summary([1.0, 2.0, 3.0]) == "2.000 [1.000-3.000]"
+
+
+def test_three_samples_a_side_cannot_be_significant_and_say_so() -> None:
+    result = compare([1.0, 1.01, 0.99], [2.0, 2.01, 1.99])
+    assert result.verdict == "too few samples" and not result.significant
+    assert compare([1.0, 1.01, 0.99, 1.02], [2.0, 2.01, 1.99, 2.02]).verdict == "slower"

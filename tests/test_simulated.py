@@ -101,7 +101,7 @@ def test_the_rate_experiment_measures_the_limiter_and_the_servers_429s() -> None
     assert abs(metrics["rate_error_pct"]) < 1e-3
     assert metrics["rejected_per_s"] == pytest.approx(50, rel=0.05)
     run = run_on(VirtualClockLoop, run_rate(100.0, 5, duration_s=0.5, concurrency=4))
-    assert len(run.waits) == len(run.grants) and min(run.waits) >= 0
+    assert len(run.waits) >= len(run.grants) and min(run.waits) >= 0  # + callers cut off at the deadline
 
 
 def test_the_batch_experiment_fills_batches_and_keeps_up() -> None:
