@@ -6,10 +6,7 @@ import gc
 import statistics
 from collections.abc import Callable
 
-
-def fmt(samples: list[float], scale: float = 1.0, digits: int = 3) -> str:
-    values = [s * scale for s in samples]
-    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+from perflab.measure import format_summary as fmt
 
 
 def repeat(measure: Callable[[], float], times: int, warmup: bool = True) -> list[float]:

@@ -236,7 +236,7 @@ def bench_limiter(times: int) -> None:
     excess = run("asyncio", windows)
     print(
         f"\n  Window check, 1,000/s burst 1, 2 s, every 10 ms window: most grants beyond "
-        f"burst + rate x window = {excess:.2f} tokens (credited lateness allows < 1)"
+        f"burst + rate x window = {excess:.2f} tokens (credited lateness allows at most one request)"
     )
 
 

@@ -171,6 +171,18 @@ def bench_reading(raw: bytes, work: Path, times: int) -> None:
         way: {"s per run": repeat(seconds_of(lambda way=way: read_experiment(path, how=way)), times)}
         for way in READ_WAYS
     }
+    # No index at all: every lookup reads from the start. 20 lookups, scaled to 10,000.
+    few = [int(i) for i in range(0, raw.count(b"\n"), max(1, raw.count(b"\n") // 20))][:20]
+
+    def scan_from_start() -> None:
+        with open(path, "rb") as f:
+            for i in few:
+                f.seek(0)
+                for _ in range(i + 1):
+                    f.readline()
+
+    scan = f"scan from the start per lookup (x{10_000 // len(few)} of {len(few)})"
+    rows[scan] = {"s per run": [s * 10_000 / len(few) for s in repeat(timed(scan_from_start), times)]}
     gz, zst = work / "read.jsonl.gz", work / "read.jsonl.zst"
     for target, codec, level in ((gz, "gzip", 6), (zst, "zstd", 3)):
         with CompressedWriter(target, level, codec=codec, max_writes=10**9) as w:  # type: ignore[arg-type]
@@ -188,7 +200,9 @@ def bench_reading(raw: bytes, work: Path, times: int) -> None:
     print(f"  iter_lines: {ratio(rows, 'open lines', 'mmap lines', col):.2f}x the speed of open()")
     print(f"  records(): {ratio(rows, 'json.loads records', 'mmap records', col):.2f}x json.loads")
     lookups = ratio(rows, "python index + seek", "mmap line(i)", col)
-    print(f"  line(i), 10,000 lookups, index included: {lookups:.1f}x a Python index + seek")
+    scanned = ratio(rows, scan, "mmap line(i)", col)
+    print(f"  line(i), 10,000 lookups, index included: {lookups:.1f}x a Python index + seek,", end=" ")
+    print(f"{scanned:,.0f}x a scan from the start")
 
 
 def main() -> None:

@@ -28,9 +28,15 @@ EXPECTED = [
     "TokenBucketLimiter",
     "WriterStats",
     "__version__",
+    "asweep",
     "compare",
+    "compare_runs",
+    "knee",
+    "pareto_front",
     "read_jsonl",
     "sample_stats",
+    "summarize",
+    "sweep",
 ]
 
 
