@@ -82,29 +82,24 @@ def _compare(args: argparse.Namespace) -> int:
     tables = []
     for name in shared:
         table = compare_runs(baseline[name], candidate[name], min_effect=args.min_effect)
-        if not table.empty:
-            table.insert(0, "notebook", name)
-            tables.append(table)
+        if table.empty:
+            continue
+        shown = table.assign(
+            change=(table["ratio"] - 1).map("{:+.1%}".format),
+            ci=[
+                f"[{lo - 1:+.1%}, {hi - 1:+.1%}]"
+                for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+            ],
+        ).drop(columns=["ratio", "ci_low", "ci_high", "higher_is_better", "p_value"])
+        print(f"\n== {name}: {_verdicts(table)}")
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+        tables.append(table.assign(notebook=name))
     if not tables:
         print("perflab compare: no parameter point and metric in common", file=sys.stderr)
         return 2
     table = pd.concat(tables, ignore_index=True)
-    shown = table.assign(
-        change=(table["ratio"] - 1).map("{:+.1%}".format),
-        ci=[
-            f"[{lo - 1:+.1%}, {hi - 1:+.1%}]"
-            for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
-        ],
-    ).drop(columns=["ratio", "ci_low", "ci_high", "higher_is_better", "unit"])
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
-    verdicts = table["verdict"].value_counts()
-    total = len(table)
-    unchanged = int(verdicts.get("no significant change", 0))
-    print(
-        f"\n{total} comparisons: {unchanged} ({unchanged / total:.0%}) no significant change, "
-        f"{int(verdicts.get('faster', 0))} faster, {int(verdicts.get('slower', 0))} slower"
-    )
+    print(f"\nall notebooks: {_verdicts(table)}")
     if args.fail_on_regression is not None:
         worse = table[
             (table["verdict"] == "slower") & ((table["ratio"] - 1).abs() * 100 >= args.fail_on_regression)
@@ -113,6 +108,18 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"{len(worse)} regression(s) beyond {args.fail_on_regression:g}%", file=sys.stderr)
             return 1
     return 0
+
+
+def _verdicts(table: Any) -> str:
+    counts = table["verdict"].value_counts()
+    total = len(table)
+    unchanged = int(counts.get("no significant change", 0))
+    text = (
+        f"{total} comparisons, {unchanged} ({unchanged / total:.0%}) no significant change, "
+        f"{int(counts.get('faster', 0))} faster, {int(counts.get('slower', 0))} slower"
+    )
+    few = int(counts.get("too few samples", 0))
+    return text + (f", {few} with too few samples to tell" if few else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,8 @@ __all__ = ["PROFILES", "NotebookRun", "ReportRun", "find_notebooks", "load_run",
 
 #: The profiles, in one place. "quick" runs the notebooks' own defaults. "full" sets these
 #: parameters in every notebook that declares them: more repeats, longer runs, finer grids.
+#: So a parameter name means one thing in every notebook (``pool_sizes`` is the task-pool
+#: sweep's grid; the capstone's coarse grid is ``coarse_pools``).
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {},
     "full": {

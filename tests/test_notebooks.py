@@ -88,9 +88,9 @@ TINY = {
         {
             "symbols": 200,
             "target_cycle_s": 0.5,
-            "pool_sizes": [8, 16],
+            "coarse_pools": [8, 16],
             "rate_shares": [0.5, 0.95],
-            "batch_sizes": [50],
+            "sink_batches": [50],
             "codecs": ["plain", "zstd-1"],
             "confirm_repeat": 2,
         },

@@ -107,7 +107,7 @@ def test_compare_reports_no_change_for_the_same_code(tmp_path: Path, capsys) -> 
     a, b = write_run(tmp_path / "a", 1.0, 1), write_run(tmp_path / "b", 1.0, 2)
     assert main(["compare", str(a), str(b), "--fail-on-regression", "5"]) == 0
     out = capsys.readouterr().out
-    assert "4 comparisons: 4 (100%) no significant change" in out
+    assert "4 comparisons, 4 (100%) no significant change" in out
     assert set(load_run(a)) == {"taskpool"}
 
 
@@ -123,3 +123,23 @@ def test_compare_fails_on_a_regression_beyond_the_threshold(tmp_path: Path, caps
 def test_compare_refuses_what_is_not_a_run(tmp_path: Path, capsys) -> None:
     assert main(["compare", str(tmp_path), str(tmp_path)]) == 2
     assert "holds no */results.json" in capsys.readouterr().err
+
+
+def test_the_full_profile_sets_each_parameter_to_a_value_of_its_kind() -> None:
+    """A full-profile name shared by notebooks must mean the same kind of thing in each."""
+    import nbformat
+
+    from perflab.report import find_notebooks
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    for name, path in find_notebooks(notebooks).items():
+        cell = next(
+            c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])
+        )
+        defaults: dict = {}
+        exec(cell.source, {}, defaults)  # literals only, by the notebooks' convention
+        for key, value in PROFILES["full"].items():
+            if key in defaults:
+                assert type(defaults[key]) is type(value), (name, key)
+                if isinstance(value, list):
+                    assert type(defaults[key][0]) is type(value[0]), (name, key)
