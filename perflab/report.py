@@ -93,7 +93,8 @@ def _declared_parameters(path: Path) -> dict[str, Any]:
 def _plan(
     notebooks: Mapping[str, Path], profile: str, overrides: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    """Each notebook's injected parameters; refuse names no selected notebook declares."""
+    """Each notebook's injected parameters (its ``output_dir`` is added at run time);
+    refuse names no selected notebook declares."""
     declared = {name: _declared_parameters(path) for name, path in notebooks.items()}
     unknown = sorted(set(overrides) - {p for params in declared.values() for p in params})
     if unknown:
@@ -101,6 +102,8 @@ def _plan(
     plan = {}
     for name, params in declared.items():
         chosen = {k: v for k, v in {**PROFILES[profile], **overrides}.items() if k in params}
+        if "output_dir" in params:
+            chosen["output_dir"] = None  # filled in by _run_notebook
         plan[name] = chosen
     return plan
 
@@ -178,7 +181,7 @@ def _run_notebook(name: str, path: Path, directory: Path, injected: dict[str, An
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = directory / f"{name}.ipynb"
     params = dict(injected)
-    if "output_dir" in _declared_parameters(path):
+    if "output_dir" in params:
         params["output_dir"] = str(output_dir.resolve())
     started = time.perf_counter()
     failure = None

@@ -51,15 +51,14 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def _call_args(
-    point: dict[str, Any], seed_param: str | None, seed: int | None = None, warmup_seed: bool = False
-) -> dict[str, Any]:
+def _call_args(point: dict[str, Any], seed_param: str | None, repeat: int | None) -> dict[str, Any]:
+    """The keyword arguments of one run; ``repeat`` None is a warm-up run."""
     if seed_param is None:
         return point
     if seed_param in point:
         raise ValueError(f"seed_param {seed_param!r} is also a grid parameter")
     # Warm-up runs use a seed no measured repeat uses.
-    return {**point, seed_param: 10**6 if warmup_seed else seed}
+    return {**point, seed_param: 10**6 if repeat is None else repeat}
 
 
 def _check_metrics(point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
@@ -73,12 +72,25 @@ def _check_metrics(point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
     return dict(metrics)
 
 
-def _order(points: list[dict[str, Any]], repeat: int, order: str) -> list[tuple[int, dict[str, Any]]]:
+def _plan(
+    fn: Any, grid: Mapping[str, Sequence[Any]], repeat: int, warmup: int, order: str
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], int | None]]]:
+    """Validate, then list every run: the warm-ups (repeat None), then the measured runs."""
+    points = grid_points(grid)
+    check_int("repeat", repeat, minimum=1)
+    check_int("warmup", warmup, minimum=0)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if order == "interleaved":
-        return [(r, point) for r in range(repeat) for point in points]
-    if order == "grouped":
-        return [(r, point) for point in points for r in range(repeat)]
-    raise ValueError(f"order must be 'interleaved' or 'grouped', got {order!r}")
+        measured = [(point, r) for r in range(repeat) for point in points]
+    elif order == "grouped":
+        measured = [(point, r) for point in points for r in range(repeat)]
+    else:
+        raise ValueError(f"order must be 'interleaved' or 'grouped', got {order!r}")
+    warmups: list[tuple[dict[str, Any], int | None]] = [
+        (point, None) for point in points for _ in range(warmup)
+    ]
+    return points, warmups + measured
 
 
 def _frame(points: list[dict[str, Any]], rows: list[dict[str, Any]], name: str) -> pd.DataFrame:
@@ -94,11 +106,9 @@ def _frame(points: list[dict[str, Any]], rows: list[dict[str, Any]], name: str) 
 
 
 def _progress(total: int, enabled: bool, name: str) -> Any:
-    if not enabled:
-        return None
     from tqdm.std import tqdm
 
-    return tqdm(total=total, desc=name, unit="run", leave=False, mininterval=0.5)
+    return tqdm(total=total, desc=name, unit="run", leave=False, mininterval=0.5, disable=not enabled)
 
 
 def sweep(
@@ -115,42 +125,21 @@ def sweep(
     """Measure every point of ``grid`` ``repeat`` times (after ``warmup`` discarded runs
     per point). An async ``fn`` works when no loop is running; inside one (a notebook)
     use ``await asweep(...)``."""
-    points = grid_points(grid)
-    check_int("repeat", repeat, minimum=1)
-    check_int("warmup", warmup, minimum=0)
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    points, runs = _plan(fn, grid, repeat, warmup, order)
     if inspect.iscoroutinefunction(fn):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(
-                asweep(
-                    fn,
-                    grid,
-                    repeat=repeat,
-                    warmup=warmup,
-                    progress=progress,
-                    order=order,
-                    name=name,
-                    seed_param=seed_param,
-                )
-            )
+            options = {"progress": progress, "order": order, "name": name, "seed_param": seed_param}
+            return asyncio.run(asweep(fn, grid, repeat=repeat, warmup=warmup, **options))
         raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
-    schedule = _order(points, repeat, order)
-    bar = _progress(len(points) * warmup + len(schedule), progress, name)
     rows = []
-    for point in points:
-        for _ in range(warmup):
-            _check_metrics(point, fn(**_call_args(point, seed_param, warmup_seed=True)))
-            if bar is not None:
-                bar.update()
-    for r, point in schedule:
-        rows.append({**point, "repeat": r, **_check_metrics(point, fn(**_call_args(point, seed_param, r)))})
-        if bar is not None:
+    with _progress(len(runs), progress, name) as bar:
+        for point, r in runs:
+            metrics = _check_metrics(point, fn(**_call_args(point, seed_param, r)))
+            if r is not None:
+                rows.append({**point, "repeat": r, **metrics})
             bar.update()
-    if bar is not None:
-        bar.close()
     return _frame(points, rows, name)
 
 
@@ -166,30 +155,15 @@ async def asweep(
     seed_param: str | None = None,
 ) -> pd.DataFrame:
     """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable."""
-    points = grid_points(grid)
-    check_int("repeat", repeat, minimum=1)
-    check_int("warmup", warmup, minimum=0)
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    schedule = _order(points, repeat, order)
-    bar = _progress(len(points) * warmup + len(schedule), progress, name)
-
-    async def measure(point: dict[str, Any], seed: int | None) -> dict[str, Any]:
-        outcome = fn(**_call_args(point, seed_param, seed, warmup_seed=seed is None))
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        return _check_metrics(point, outcome)
-
+    points, runs = _plan(fn, grid, repeat, warmup, order)
     rows = []
-    for point in points:
-        for _ in range(warmup):
-            await measure(point, None)
-            if bar is not None:
-                bar.update()
-    for r, point in schedule:
-        rows.append({**point, "repeat": r, **await measure(point, r)})
-        if bar is not None:
+    with _progress(len(runs), progress, name) as bar:
+        for point, r in runs:
+            outcome = fn(**_call_args(point, seed_param, r))
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            metrics = _check_metrics(point, outcome)
+            if r is not None:
+                rows.append({**point, "repeat": r, **metrics})
             bar.update()
-    if bar is not None:
-        bar.close()
     return _frame(points, rows, name)
