@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from perflab import Results
 from perflab.analysis import compare_runs, knee, pareto_front, summarize
+
+from synthetic import pool_results
 
 
 def pool_frame() -> pd.DataFrame:
@@ -54,18 +55,7 @@ def test_pareto_front_keeps_only_undominated_rows() -> None:
 
 
 def run(scale: float, seed: int) -> Results:
-    rng = np.random.default_rng(seed)
-    rows = [
-        {
-            "pool": pool,
-            "repeat": r,
-            "throughput": pool * 100 * scale * rng.normal(1, 0.01),
-            "p99": 20 * rng.normal(1, 0.01),
-        }
-        for pool in (1, 4)
-        for r in range(9)
-    ]
-    return Results.new("pool", ["pool"], ["throughput", "p99"], rows, higher_is_better={"throughput": True})
+    return pool_results(scale, seed, pools=(1, 4), repeats=9)
 
 
 def test_compare_runs_calls_a_real_change_and_leaves_noise_alone() -> None:

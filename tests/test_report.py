@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
 from perflab import Results
 from perflab.cli import main
 from perflab.report import PROFILES, load_run, run_report
+
+from synthetic import pool_results
 
 FIXTURES = Path(__file__).resolve().parent / "notebooks"
 
@@ -84,20 +85,7 @@ def test_the_full_profile_is_defined_in_one_place() -> None:
 
 
 def write_run(folder: Path, scale: float, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    rows = [
-        {
-            "pool": pool,
-            "repeat": r,
-            "throughput": pool * 100 * scale * rng.normal(1, 0.01),
-            "p99_ms": 20 * rng.normal(1, 0.01),
-        }
-        for pool in (1, 8)
-        for r in range(7)
-    ]
-    results = Results.new(
-        "taskpool", ["pool"], ["throughput", "p99_ms"], rows, higher_is_better={"throughput": True}
-    )
+    results = pool_results(scale, seed, pools=(1, 8), repeats=7, latency_metric="p99_ms")
     (folder / "taskpool").mkdir(parents=True)
     results.dump(folder / "taskpool" / "results.json")
     return folder
