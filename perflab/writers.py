@@ -17,13 +17,24 @@ cost of about 3% of the ratio at 64 KiB flushes (less at larger ones). The alter
 ``flush_mode="sync"`` (a zlib sync flush or a zstd block flush inside one stream), keeps
 the full ratio, and perflab's ``read_jsonl(recover=True)`` reads every flushed record back,
 but standard tools report "unexpected end of file" on a file whose writer died.
+
+Appending after a crash: ``append=True`` first finds the end of the file's intact part
+(see :mod:`perflab._recovery`) and cuts a torn tail off there with a
+:class:`TornTailWarning` that names the file, the offset and the bytes dropped, so new
+records never glue onto half a line or into an unfinished member/frame. A torn sync-mode
+stream is closed at its last flush instead, keeping every record flushed before the
+crash. Appending one format to a file of another (gzip onto zstd, plain onto gzip) is
+refused. NaN and infinities, which JSON cannot hold (orjson would write ``null``), are
+refused with ValueError naming the key unless ``nan_as_null=True`` asks for ``null``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
+import stat
 import time
 import warnings
 import zlib
@@ -34,9 +45,10 @@ from typing import Any, Literal
 import orjson
 import zstandard
 
+from perflab._recovery import detect_format, find_tail
 from perflab._validate import check_int
 
-__all__ = ["BufferedWriter", "CompressedWriter", "WriterStats", "CODEC_LEVELS"]
+__all__ = ["BufferedWriter", "CompressedWriter", "WriterStats", "TornTailWarning", "CODEC_LEVELS"]
 
 _dumps = orjson.dumps
 _NEWLINE_OPTION = orjson.OPT_APPEND_NEWLINE
@@ -45,6 +57,11 @@ _NEWLINE_OPTION = orjson.OPT_APPEND_NEWLINE
 CODEC_LEVELS: dict[str, range] = {"gzip": range(10), "zstd": range(1, 23), "isal": range(4)}
 _SUFFIXES = {"gzip": ".gz", "isal": ".gz", "zstd": ".zst"}
 _FSYNC_POLICIES = {False: "never", "never": "never", True: "flush", "flush": "flush", "close": "close"}
+_FORMATS = {"gzip": "gzip", "isal": "gzip", "zstd": "zstd"}
+
+
+class TornTailWarning(UserWarning):
+    """``append=True`` found a torn tail (a writer that crashed) and cut it off."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,13 +118,27 @@ class _LineBuffer:
         "_bytes_written",
         "_flushes",
         "_fsyncs",
+        "_nan_as_null",
     )
 
-    def __init__(self, path: str | os.PathLike[str], buffer_size: int, max_writes: int, append: bool) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        buffer_size: int,
+        max_writes: int,
+        append: bool,
+        data_format: str,
+        nan_as_null: bool,
+    ) -> None:
         self.buffer_size = check_int("buffer_size", buffer_size, minimum=1)
         self.max_writes = check_int("max_writes", max_writes, minimum=1)
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if not isinstance(append, bool):
+            raise TypeError(f"append must be a bool, got {type(append).__name__} {append!r}")
+        if not isinstance(nan_as_null, bool):
+            raise TypeError(f"nan_as_null must be a bool, got {type(nan_as_null).__name__} {nan_as_null!r}")
+        self._nan_as_null = nan_as_null
         self.path = Path(path)
         # A BytesIO written from the start again after each flush keeps its memory: a
         # bytearray cleared after a flush gives it back, and refilling an 8 MiB buffer
@@ -118,6 +149,8 @@ class _LineBuffer:
         self._count = 0
         self._records = self._raw_bytes = self._bytes_written = self._flushes = self._fsyncs = 0
         self._file = None
+        if append:
+            _cut_torn_tail(self.path, data_format)
         # Unbuffered: every flush is exactly one write call (the OS error names the path).
         self._file = open(self.path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
 
@@ -147,10 +180,14 @@ class _LineBuffer:
     def write(self, record: Any) -> None:
         """Write one JSON-serializable value as one line.
 
-        A value orjson cannot serialize raises TypeError and leaves the buffer as it was.
+        A value orjson cannot serialize raises TypeError, and one holding NaN or an
+        infinity ValueError naming the key; either leaves the buffer as it was.
         """
+        line = _dumps(record, None, _NEWLINE_OPTION)
+        if b"null" in line and not self._nan_as_null:  # orjson writes NaN and inf as null
+            _refuse_non_finite(record)
         # After close() _append refuses: no closed check on this hot path.
-        size = self._size = self._size + self._append(_dumps(record, None, _NEWLINE_OPTION))
+        size = self._size = self._size + self._append(line)
         count = self._count = self._count + 1
         if count >= self.max_writes or size >= self.buffer_size:
             self.flush()
@@ -159,10 +196,14 @@ class _LineBuffer:
         """Write every record as :meth:`write` would, without a method call per record
         (the fastest way to write many); return how many were written."""
         append, buffer_size, max_writes = self._append, self.buffer_size, self.max_writes
+        check_nulls = not self._nan_as_null
         size, count, written = self._size, self._count, 0
         try:
             for record in records:
-                size += append(_dumps(record, None, _NEWLINE_OPTION))
+                line = _dumps(record, None, _NEWLINE_OPTION)
+                if check_nulls and b"null" in line:
+                    _refuse_non_finite(record)
+                size += append(line)
                 count += 1
                 written += 1
                 if count >= max_writes or size >= buffer_size:
@@ -264,6 +305,71 @@ class _LineBuffer:
         self._fsyncs += 1
 
 
+def _cut_torn_tail(path: Path, data_format: str) -> None:
+    """Before appending: refuse a file of another format; cut a torn tail off (warning),
+    or finish what a crash left unfinished, so the next write starts on a clean end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        return  # a FIFO or a device: nothing to repair; open() says what else is wrong
+    with open(path, "r+b") as file:
+        found = detect_format(file.read(4))
+        if file.tell() == 0:
+            return  # empty
+        if found != data_format:
+            raise ValueError(
+                f"cannot append {data_format} data to {str(path)!r}: it holds {found} data "
+                "(pass append=False to replace it, or write to another file)"
+            )
+        tail = find_tail(file, data_format)
+        if tail.clean:
+            return
+        file.truncate(tail.intact)
+        file.seek(tail.intact)
+        file.write(tail.closing)
+        file.flush()
+        os.fsync(file.fileno())
+    if tail.dropped:
+        warnings.warn(
+            f"{path}: torn tail cut off at byte {tail.intact}: {tail.dropped} bytes dropped "
+            f"({tail.detail}; a writer that crashed?)",
+            TornTailWarning,
+            stacklevel=4,
+        )
+
+
+def _refuse_non_finite(record: Any) -> None:
+    """Raise ValueError naming the first NaN/inf in ``record`` (JSON has no such numbers)."""
+    found = _non_finite(record, "record")
+    if found is not None:
+        where, value = found
+        raise ValueError(
+            f"{where} is {value}: JSON has no NaN or infinity (orjson would write null); "
+            "pass nan_as_null=True to write them as null"
+        )
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """Where the first non-finite float in ``value`` is, as ``record['key'][2]``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, value)
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((field.name, getattr(value, field.name)) for field in dataclasses.fields(value))
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
 class BufferedWriter(_LineBuffer):
     """Write JSON lines through a buffer that goes out in one write call per flush.
 
@@ -287,12 +393,13 @@ class BufferedWriter(_LineBuffer):
         *,
         append: bool = False,
         fsync: bool | Literal["never", "flush", "close"] = False,
+        nan_as_null: bool = False,
     ) -> None:
         policy = _FSYNC_POLICIES.get(fsync) if isinstance(fsync, bool | str) else None
         if policy is None:
             raise ValueError(f"fsync must be True, False, 'never', 'flush' or 'close', got {fsync!r}")
         self.fsync = policy
-        super().__init__(path, buffer_size, max_writes, append)
+        super().__init__(path, buffer_size, max_writes, append, "plain", nan_as_null)
 
     def _after_flush(self) -> None:
         if self.fsync == "flush":
@@ -329,6 +436,7 @@ class CompressedWriter(_LineBuffer):
         max_writes: int = 1000,
         append: bool = False,
         flush_mode: Literal["frame", "sync"] = "frame",
+        nan_as_null: bool = False,
     ) -> None:
         if codec not in CODEC_LEVELS:
             raise ValueError(f"codec must be one of {sorted(CODEC_LEVELS)}, got {codec!r}")
@@ -345,7 +453,7 @@ class CompressedWriter(_LineBuffer):
         self._compressor = _make_compressor(codec, compression_level)
         self._stream: Any = None  # the open sync-mode stream
         self._compress_seconds = 0.0
-        super().__init__(path, buffer_size, max_writes, append)
+        super().__init__(path, buffer_size, max_writes, append, _FORMATS[codec], nan_as_null)
 
     @property
     def suffix(self) -> str:
