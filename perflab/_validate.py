@@ -7,11 +7,19 @@ value out of range, with a message that names the argument, its bound and what i
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from numbers import Real
 from typing import Any
 
-__all__ = ["check_int", "check_number", "check_optional_int", "check_optional_number"]
+__all__ = [
+    "check_async_callable",
+    "check_int",
+    "check_number",
+    "check_optional_int",
+    "check_optional_number",
+]
 
 
 def _type_name(value: Any) -> str:
@@ -63,3 +71,26 @@ def check_optional_int(name: str, value: Any, *, minimum: int | None = None) -> 
 def check_optional_number(name: str, value: Any, *, positive: bool = False) -> float | None:
     """Like :func:`check_number`, but ``None`` passes through (it means "off")."""
     return None if value is None else check_number(name, value, positive=positive)
+
+
+def check_async_callable(name: str, value: Any) -> Any:
+    """Return ``value`` if calling it gives a coroutine: an ``async def`` function, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is ``async def``.
+
+    Refused up front, so that a sync function fails here with its name rather than at
+    the first ``await`` with "object NoneType can't be used in 'await' expression". A
+    sync function that returns an awaitable cannot be told apart: wrap it in ``async def``.
+    """
+    if not callable(value):
+        raise TypeError(f"{name} must be an async callable (async def), got {_type_name(value)} {value!r}")
+    target = value
+    while isinstance(target, functools.partial):
+        target = target.func
+    call = getattr(type(target), "__call__", None)  # noqa: B004  (an instance's async __call__)
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call):
+        return value
+    label = getattr(target, "__qualname__", None) or _type_name(target)
+    raise TypeError(
+        f"{name} must be an async callable (async def), got the sync {label!r}: "
+        "wrap it, e.g. 'async def run(batch): sync_fn(batch)'"
+    )

@@ -8,6 +8,13 @@ go to a single background flusher task, so the producer keeps filling the next b
 while the sink works (at most :data:`MAX_PENDING_BATCHES` sealed batches; then ``add``
 waits: backpressure). A batch that still fails after its retries is kept in
 ``failed_batches`` and its error is raised from the next ``add``/``flush``/``close``.
+
+No item is stranded: a cancelled ``close()`` stops the flusher but keeps the unprocessed
+items pending (``stats.pending_items``), and the next ``close()`` processes them (a batch
+the cancel interrupted goes to the processor again: delivery is at least once). A
+processor used in one event loop that has since ended (``add`` in one ``asyncio.run``,
+``close`` in the next) moves to the running one with its items; one still running in
+another thread's loop is refused with RuntimeError.
 """
 
 from __future__ import annotations
@@ -21,7 +28,13 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from perflab._validate import check_int, check_number, check_optional_int, check_optional_number
+from perflab._validate import (
+    check_async_callable,
+    check_int,
+    check_number,
+    check_optional_int,
+    check_optional_number,
+)
 
 __all__ = ["BatchProcessor", "BatchStats", "MAX_PENDING_BATCHES"]
 
@@ -116,9 +129,7 @@ class BatchProcessor(Generic[T]):
         max_retries: int = 0,
         retry_backoff: float = 0.1,
     ) -> None:
-        if not callable(processor):
-            raise TypeError(f"processor must be an async callable, got {type(processor).__name__}")
-        self._processor = processor
+        self._processor = check_async_callable("processor", processor)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.flush_interval = check_optional_number("flush_interval", flush_interval, positive=True)
         self.max_batch_bytes = check_optional_int("max_batch_bytes", max_batch_bytes, minimum=1)
@@ -183,26 +194,29 @@ class BatchProcessor(Generic[T]):
         """Seal what is buffered and wait until the processor has every sealed batch."""
         if self._closed:
             raise RuntimeError("BatchProcessor is closed: flush() refused")
+        self._start()
         if self._batch:
             self._seal("explicit")
         await self._wait_idle()
         self._raise_errors()
 
     async def close(self) -> None:
-        """Flush what is left and stop; idempotent. ``add`` after close raises RuntimeError.
+        """Flush what is left and stop. ``add`` after close raises RuntimeError.
 
-        If ``close`` itself is cancelled, the flusher stops and every unprocessed item
-        is kept in ``failed_batches``.
+        If ``close`` itself is cancelled, the flusher stops and the unprocessed items stay
+        pending; calling ``close`` again processes them. Once everything is processed,
+        further calls return at once.
         """
         if not self._closed:
             self._closed = True
             self._fast = False
-            if self._batch:
-                self._seal("close")
+        self._start()  # in this loop; items a cancelled close left are processed now
+        if self._batch:
+            self._seal("close")
         try:
             await self._wait_idle()
         except asyncio.CancelledError:
-            await self._abort()
+            await self._stop_flusher()
             raise
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
@@ -264,15 +278,35 @@ class BatchProcessor(Generic[T]):
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            if self._batch or self._sealed:
-                raise RuntimeError("BatchProcessor has items buffered in another event loop")
-            self._loop = loop
-            self._flusher = None
+            self._move_to(loop)
         if self._flusher is None or self._flusher.done():
             # (Re)start it; a flusher cancelled from outside left its batch at the head of
             # _sealed, so that batch is processed again: delivery is at least once.
             self._flusher = loop.create_task(self._run_flusher())
         return loop
+
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Carry the items over from a loop that has ended to the running one."""
+        old = self._loop
+        if old is not None and not old.is_closed() and old.is_running():
+            raise RuntimeError(
+                "BatchProcessor is in use by an event loop that is still running (another thread?): "
+                "use one processor per loop"
+            )
+        self._loop = loop
+        # The old loop's tasks, timers and futures are gone with it; a batch its flusher
+        # was processing is still at the head of _sealed and is processed again.
+        self._flusher = None
+        self._wakeup = None
+        self._idle_waiters.clear()
+        self._space_waiters.clear()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._batch:
+            self._first_added = loop.time()  # the old loop's clock does not carry over
+            if self.flush_interval is not None:
+                self._linger = loop.call_at(self._first_added + self.flush_interval, self._on_linger)
 
     def _on_linger(self) -> None:
         self._linger = None
@@ -357,8 +391,8 @@ class BatchProcessor(Generic[T]):
             self._items += len(sealed.items)
             return
 
-    async def _abort(self) -> None:
-        """Stop the flusher now; keep every unprocessed item in ``failed_batches``."""
+    async def _stop_flusher(self) -> None:
+        """Stop the flusher now; unprocessed items stay in ``_sealed`` for the next close."""
         flusher, self._flusher = self._flusher, None
         if flusher is not None and not flusher.done():
             flusher.cancel()
@@ -367,10 +401,6 @@ class BatchProcessor(Generic[T]):
                     await asyncio.wait([flusher])
                 except asyncio.CancelledError:
                     pass  # we are being cancelled too; the flusher must still finish
-        while self._sealed:
-            items = self._sealed.popleft().items
-            self.failed_batches.append(items)
-            self._failed_items += len(items)
         _wake_all(self._space_waiters)
         _wake_all(self._idle_waiters)
 

@@ -4,31 +4,79 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _whole_number(minimum: int) -> Any:
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite_number(minimum: float) -> Any:
+    """An argparse type: a finite number >= ``minimum`` (nan and inf are refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)
+_non_negative_number = _finite_number(0)
+#: What gen-data writes for each file suffix (the last one, lower case).
+_DATA_SUFFIXES = {
+    ".jsonl": "plain",
+    ".ndjson": "plain",
+    ".json": "plain",
+    ".gz": "gzip",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+}
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"perflab {command}: {message}", file=sys.stderr)
+    return 2
 
 
 def _gen_data(args: argparse.Namespace) -> int:
     from perflab.workloads import write_dataset
 
     out = Path(args.out)
+    if out.is_dir():
+        return _fail("gen-data", f"--out {str(out)!r} is a directory: give a file name such as quotes.jsonl")
     if not out.parent.is_dir():
-        print(f"perflab gen-data: directory {str(out.parent)!r} does not exist", file=sys.stderr)
-        return 2
+        return _fail("gen-data", f"directory {str(out.parent)!r} does not exist")
+    if out.suffix.lower() not in _DATA_SUFFIXES:
+        known = ", ".join(_DATA_SUFFIXES)
+        return _fail("gen-data", f"--out {str(out)!r}: unknown suffix {out.suffix!r}; use one of {known}")
+    if out.exists() and not args.force:
+        return _fail("gen-data", f"{str(out)!r} exists: pass --force to overwrite it")
     written = write_dataset(out, args.records, seed=args.seed, progress=not args.quiet)
     print(f"wrote {args.records:,} records, {written:,} bytes to {out}")
     return 0
@@ -53,10 +101,10 @@ def _report(args: argparse.Namespace) -> int:
             only=args.only,
             notebooks_dir=args.notebooks,
             parameters=overrides,
+            force=args.force,
         )
     except (ValueError, FileExistsError) as error:
-        print(f"perflab report: {error}", file=sys.stderr)
-        return 2
+        return _fail("report", str(error))
     for run in report.notebooks:
         if run.failure:
             print(f"FAILED {run.name}: {run.failure}", file=sys.stderr)
@@ -122,16 +170,22 @@ def _verdicts(table: Any) -> str:
     return text + (f", {few} with too few samples to tell" if few else "")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="perflab", description="A performance workbench for asyncio collectors."
-    )
+    parser = _Parser(prog="perflab", description="A performance workbench for asyncio collectors.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = commands.add_parser("gen-data", help="write the realistic market-data JSONL data set")
-    gen.add_argument("--records", type=_positive_int, required=True, help="how many records")
-    gen.add_argument("--out", required=True, help="output path; .gz or .zst compresses")
-    gen.add_argument("--seed", type=_positive_int, default=0, help="random seed (default 0)")
+    gen.add_argument("--records", type=_positive_int, required=True, help="how many records (>= 1)")
+    gen.add_argument("--out", required=True, help="output file: .jsonl, .gz (gzip) or .zst (zstd)")
+    gen.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    gen.add_argument("--force", action="store_true", help="overwrite an existing file")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(run=_gen_data)
 
@@ -143,16 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set a notebook parameter"
     )
     report.add_argument("--notebooks", default="notebooks", help="the notebooks folder (default notebooks/)")
+    report.add_argument("--force", action="store_true", help="write into an --out folder that is not empty")
     report.set_defaults(run=_report)
 
     compare = commands.add_parser("compare", help="compare two report runs metric by metric")
     compare.add_argument("run_a", help="baseline: a report folder or a results.json")
     compare.add_argument("run_b", help="candidate: a report folder or a results.json")
     compare.add_argument(
-        "--fail-on-regression", type=float, metavar="PCT", help="exit 1 if worse by PCT%% or more"
+        "--fail-on-regression",
+        type=_non_negative_number,
+        metavar="PCT",
+        help="exit 1 if worse by PCT%% or more",
     )
     compare.add_argument(
-        "--min-effect", type=float, default=None, help="smallest change that counts (0.03 = 3%%)"
+        "--min-effect",
+        type=_non_negative_number,
+        default=None,
+        help="smallest change that counts (0.03 = 3%%)",
     )
     compare.set_defaults(run=_compare)
     return parser

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from perflab._validate import check_int, check_number
+from perflab._validate import check_async_callable, check_int, check_number
 
 __all__ = [
     "BenchmarkResult",
@@ -218,6 +218,12 @@ def compare(
     check_number("min_effect", min_effect, minimum=0)
     check_number("alpha", alpha, positive=True, maximum=1)
     a, b = _values(baseline, "baseline"), _values(candidate, "candidate")
+    for name, values in (("baseline", a), ("candidate", b)):
+        if np.any(values < 0):
+            raise ValueError(
+                f"{name} holds negative values ({values.min():g}): a ratio of medians needs "
+                "non-negative measurements such as seconds or records per second"
+            )
     a_median, b_median = float(np.median(a)), float(np.median(b))
     if a_median == 0:
         raise ValueError("baseline median is 0: a ratio cannot be formed")
@@ -362,6 +368,7 @@ async def abenchmark(
 ) -> BenchmarkResult:
     """Time ``await fn(*args, **kwargs)`` inside the running loop (a notebook's too)."""
     _check_benchmark_args(fn, repeat, warmup, number)
+    check_async_callable("fn", fn)
     clock = time.perf_counter
 
     async def run(loops: int) -> float:

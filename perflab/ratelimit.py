@@ -172,7 +172,7 @@ class TokenBucketLimiter:
 
     async def acquire(self, tokens: float = 1) -> None:
         """Wait until ``tokens`` are available and take them (first come, first served)."""
-        if tokens != 1:
+        if tokens != 1 or tokens.__class__ is bool:
             self._check_tokens(tokens)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:

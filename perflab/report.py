@@ -12,6 +12,7 @@ the exit status is non-zero.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime as dt
 import html
@@ -99,6 +100,10 @@ def _plan(
     unknown = sorted(set(overrides) - {p for params in declared.values() for p in params})
     if unknown:
         raise ValueError(f"no selected notebook has the parameter(s) {unknown}")
+    for notebook, params in declared.items():
+        for key, value in overrides.items():
+            if key in params:
+                _check_override(notebook, key, value, params[key].get("default"))
     plan = {}
     for name, params in declared.items():
         chosen = {k: v for k, v in {**PROFILES[profile], **overrides}.items() if k in params}
@@ -106,6 +111,36 @@ def _plan(
             chosen["output_dir"] = None  # filled in by _run_notebook
         plan[name] = chosen
     return plan
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
+
+
+def _check_override(notebook: str, name: str, value: Any, default_source: str | None) -> None:
+    """Refuse a -p value of another kind than the notebook's default, before any run."""
+    try:
+        default = ast.literal_eval(default_source) if default_source else None
+    except (ValueError, SyntaxError):
+        return  # not a literal default: the notebook checks it
+    if default is None:
+        return
+    wanted, got = _kind(default), _kind(value)
+    if wanted == "number" and got == "number" and isinstance(default, int) and isinstance(value, float):
+        got = "float"
+    if wanted != got:
+        example = default_source if len(default_source or "") < 40 else wanted
+        raise ValueError(
+            f"parameter {name} of {notebook} must be a {wanted} like its default {example}, "
+            f"got {type(value).__name__} {value!r} (write lists and strings as Python literals: "
+            f"-p {name} {default_source!r})"
+        )
 
 
 def run_report(
@@ -117,8 +152,10 @@ def run_report(
     reports_dir: str | os.PathLike[str] = "reports",
     parameters: Mapping[str, Any] | None = None,
     log: Any = print,
+    force: bool = False,
 ) -> ReportRun:
-    """Run the notebooks and write the report; see the module docstring."""
+    """Run the notebooks and write the report; see the module docstring. An ``out``
+    folder that exists and is not empty is refused unless ``force``."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     notebooks = find_notebooks(notebooks_dir)
@@ -130,6 +167,9 @@ def run_report(
             raise ValueError(f"unknown notebook(s) {unknown}; there are {sorted(notebooks)}")
         notebooks = {name: notebooks[name] for name in notebooks if name in set(only)}
     plan = _plan(notebooks, profile, dict(parameters or {}))
+    if out is not None and not force and Path(out).exists():
+        if not Path(out).is_dir() or any(Path(out).iterdir()):
+            raise FileExistsError(f"{out} exists and is not empty: pass --force to write the run into it")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     directory = Path(out) if out is not None else Path(reports_dir) / f"{stamp}-{profile}"
     directory.mkdir(parents=True, exist_ok=out is not None)

@@ -58,11 +58,16 @@ class Results:
             raise ValueError(f"names used both as parameter and metric: {sorted(clash)}")
         if "repeat" in self.parameters or "repeat" in self.metrics:
             raise ValueError("'repeat' is reserved for the repeat column")
-        columns = (*self.parameters, "repeat", *self.metrics)
         for i, row in enumerate(self.rows):
-            missing = [c for c in columns if c not in row]
-            if missing:
-                raise ValueError(f"rows[{i}] lacks {missing}")
+            self._check_row(row, f"rows[{i}]")
+
+    def _check_row(self, row: Mapping[str, Any], where: str) -> None:
+        """A row must hold every column: ``load`` refuses a file with one that doesn't."""
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{where} must be a mapping of column to value, got {type(row).__name__}")
+        missing = [c for c in (*self.parameters, "repeat", *self.metrics) if c not in row]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}")
 
     @classmethod
     def new(
@@ -79,6 +84,8 @@ class Results:
         return cls(name, tuple(parameters), tuple(metrics), plain_rows, metadata, **fields)
 
     def add(self, row: Mapping[str, Any]) -> None:
+        """Append one row; one that lacks a parameter, ``repeat`` or a metric is refused."""
+        self._check_row(row, "row")
         self.rows.append({key: _plain(value) for key, value in row.items()})
 
     # ----------------------------------------------------------------- views

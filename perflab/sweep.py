@@ -61,15 +61,48 @@ def _call_args(point: dict[str, Any], seed_param: str | None, repeat: int | None
     return {**point, seed_param: 10**6 if repeat is None else repeat}
 
 
-def _check_metrics(point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
-    if not isinstance(metrics, Mapping):
-        raise TypeError(
-            f"fn({point}) must return a mapping of metric name to number, got {type(metrics).__name__}"
-        )
-    for name, value in metrics.items():
-        if value is not None and not isinstance(value, Real):
-            raise TypeError(f"fn({point}) returned a non-number for metric {name!r}: {value!r}")
-    return dict(metrics)
+class _Rows:
+    """The measured rows; every point must return the same metric names, none of them a
+    parameter's (the metric would silently overwrite the parameter column)."""
+
+    def __init__(self, points: list[dict[str, Any]], seed_param: str | None) -> None:
+        self.reserved = {*points[0], "repeat", *([seed_param] if seed_param else [])}
+        self.metrics: list[str] | None = None
+        self.first_point: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def check(self, point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                f"fn({point}) must return a mapping of metric name to number, got {type(metrics).__name__}"
+            )
+        for name, value in metrics.items():
+            if not isinstance(name, str):
+                raise TypeError(f"fn({point}) returned a metric name that is not a string: {name!r}")
+            if name in self.reserved:
+                raise ValueError(
+                    f"fn({point}) returned a metric named {name!r}, which is a parameter or "
+                    "reserved column name: rename the metric"
+                )
+            if value is not None and not isinstance(value, Real):
+                raise TypeError(f"fn({point}) returned a non-number for metric {name!r}: {value!r}")
+        names = list(metrics)
+        if self.metrics is None:
+            self.metrics, self.first_point = names, dict(point)
+        elif set(names) != set(self.metrics):
+            missing = sorted(set(self.metrics) - set(names))
+            extra = sorted(set(names) - set(self.metrics))
+            raise ValueError(
+                f"fn({point}) returned other metrics than fn({self.first_point}): "
+                f"missing {missing}, extra {extra}; every point must return the same names "
+                "(use None for a value that could not be measured)"
+            )
+        return dict(metrics)
+
+    def add(self, point: dict[str, Any], repeat: int | None, outcome: Any) -> None:
+        metrics = self.check(point, outcome)
+        if repeat is not None:
+            self.rows.append({**point, "repeat": repeat, **metrics})
 
 
 def _plan(
@@ -133,14 +166,12 @@ def sweep(
             options = {"progress": progress, "order": order, "name": name, "seed_param": seed_param}
             return asyncio.run(asweep(fn, grid, repeat=repeat, warmup=warmup, **options))
         raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
-    rows = []
+    rows = _Rows(points, seed_param)
     with _progress(len(runs), progress, name) as bar:
         for point, r in runs:
-            metrics = _check_metrics(point, fn(**_call_args(point, seed_param, r)))
-            if r is not None:
-                rows.append({**point, "repeat": r, **metrics})
+            rows.add(point, r, fn(**_call_args(point, seed_param, r)))
             bar.update()
-    return _frame(points, rows, name)
+    return _frame(points, rows.rows, name)
 
 
 async def asweep(
@@ -156,14 +187,12 @@ async def asweep(
 ) -> pd.DataFrame:
     """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable."""
     points, runs = _plan(fn, grid, repeat, warmup, order)
-    rows = []
+    rows = _Rows(points, seed_param)
     with _progress(len(runs), progress, name) as bar:
         for point, r in runs:
             outcome = fn(**_call_args(point, seed_param, r))
             if inspect.isawaitable(outcome):
                 outcome = await outcome
-            metrics = _check_metrics(point, outcome)
-            if r is not None:
-                rows.append({**point, "repeat": r, **metrics})
+            rows.add(point, r, outcome)
             bar.update()
-    return _frame(points, rows, name)
+    return _frame(points, rows.rows, name)

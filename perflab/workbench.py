@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = ["check_list", "check_value", "conclusion", "per_setting", "publish"]
 
-_HINT = " (papermill's -p passes text: pass lists with -y 'name: [1, 2]' or -r)"
+_HINT = (
+    " (a value given on a command line arrived as text: perflab report reads -p values as"
+    " Python literals, e.g. -p name '[1, 2]'; papermill's own command line needs -y 'name: [1, 2]')"
+)
 _KINDS = {int: "an int", float: "a number", str: "a string"}
 
 

@@ -220,7 +220,7 @@ async def test_an_exception_in_the_block_is_kept_with_a_note_about_the_flush() -
     assert bp.failed_batches == [[1]]
 
 
-async def test_cancelling_close_keeps_unprocessed_items_and_stops_the_flusher() -> None:
+async def test_cancelling_close_stops_the_flusher_and_the_next_close_processes_every_item() -> None:
     sink = Sink(delay=10)
     bp = BatchProcessor(sink, batch_size=2, flush_interval=None)
     for i in range(5):
@@ -231,7 +231,57 @@ async def test_cancelling_close_keeps_unprocessed_items_and_stops_the_flusher() 
     with pytest.raises(asyncio.CancelledError):
         await closing
     assert asyncio.all_tasks() == {asyncio.current_task()}
-    assert sorted(item for batch in bp.failed_batches for item in batch) == [0, 1, 2, 3, 4]
+    assert bp.failed_batches == [] and bp.stats.pending_items == 5  # kept, not failed
+    sink.delay = 0
+    await bp.close()  # retries what the cancelled close left
+    assert [item for batch in sink.batches for item in batch] == [0, 1, 2, 3, 4]
+    assert bp.stats.pending_items == 0 and bp.failed_batches == []
+    await bp.close()  # nothing left: returns at once
+
+
+def test_items_added_in_one_asyncio_run_are_processed_by_close_in_the_next() -> None:
+    sink = Sink()
+    bp = BatchProcessor(sink, batch_size=10, flush_interval=60)
+
+    async def add(*items: object) -> None:
+        for item in items:
+            await bp.add(item)
+        await asyncio.sleep(0.01)  # a sealed batch reaches the (slow) sink, then the loop ends
+
+    asyncio.run(add("pending"))
+    asyncio.run(bp.close())
+    assert sink.batches == [["pending"]] and bp.failed_batches == []
+
+    sink = Sink(delay=5)
+    bp = BatchProcessor(sink, batch_size=10, flush_interval=None)
+    asyncio.run(add(*range(12)))  # one batch cut mid-processing, two items buffered
+    sink.delay = 0
+    asyncio.run(bp.close())
+    assert [item for batch in sink.batches for item in batch] == list(range(12))
+    assert bp.stats.pending_items == 0
+
+
+def test_a_processor_in_use_by_a_running_loop_in_another_thread_is_refused() -> None:
+    import threading
+
+    bp = BatchProcessor(Sink(delay=0.5), batch_size=1)
+    started, done = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        await bp.add(1)
+        started.set()
+        await asyncio.sleep(0.3)
+
+    thread = threading.Thread(target=lambda: asyncio.run(hold()))
+    thread.start()
+    started.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="still running"):
+            asyncio.run(bp.add(2))
+    finally:
+        thread.join(10)
+        done.set()
+    asyncio.run(bp.close())
 
 
 @settings(max_examples=40, deadline=None)
@@ -334,5 +384,5 @@ def test_bad_settings_are_rejected_with_the_argument_named(kwargs, error, messag
 
 
 def test_processor_must_be_callable() -> None:
-    with pytest.raises(TypeError, match="processor must be an async callable, got list"):
+    with pytest.raises(TypeError, match=r"processor must be an async callable \(async def\), got list"):
         BatchProcessor([])  # type: ignore[arg-type]

@@ -213,7 +213,9 @@ def test_sync_flush_files_recover_every_flushed_record(tmp_path: Path, codec: st
     writer.close()
     path.write_bytes(data)
     assert list(read_jsonl(path, recover=True)) == RECORDS[:flushed]
-    with pytest.raises(ValueError, match="ends early"):
+    # Where the file was cut (its end), not where the one sync-mode member began (0).
+    where = f"truncated at byte {len(data)}: the last .* from byte 0, ends early"
+    with pytest.raises(ValueError, match=where):
         list(read_jsonl(path))
 
 

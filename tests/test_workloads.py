@@ -83,4 +83,4 @@ def test_gen_data_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["gen-data", "--records", "-5", "--out", str(tmp_path / "x.jsonl")])
     assert caught.value.code == 2
-    assert "must be >= 0, got -5" in capsys.readouterr().err
+    assert "must be >= 1, got -5" in capsys.readouterr().err
