@@ -257,3 +257,38 @@ def test_any_truncation_recovers_an_intact_prefix(tmp_path_factory, codec, max_w
     path.write_bytes(whole[: int(len(whole) * cut)])
     recovered = list(read_jsonl(path, recover=True))
     assert recovered == RECORDS[: len(recovered)]
+
+
+def test_a_file_truncated_under_the_reader_raises_instead_of_killing_the_process(tmp_path: Path) -> None:
+    """A writer that restarts and truncates the log: every kind of access afterwards gets
+    FileTruncatedError; without the size check reading the lost pages is a SIGBUS."""
+    from perflab.readers import FileTruncatedError
+
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"".join(b'{"i": %d, "pad": "%s"}\n' % (i, b"x" * 200) for i in range(20_000)))
+    with MemoryMappedReader(path) as reader:
+        lines = reader.iter_lines()
+        first = next(lines)
+        assert reader.line(19_999).startswith(b'{"i": 19999')
+        os.truncate(path, 1000)
+        with pytest.raises(FileTruncatedError, match="shrank from .* to 1,000 bytes"):
+            list(lines)  # mid-iteration
+        for access in (reader.iter_lines, reader.records, lambda: [reader.line(19_999)]):
+            with pytest.raises(FileTruncatedError):
+                list(access())
+        with pytest.raises(FileTruncatedError):
+            reader.read(0, 10)
+    assert first.startswith(b'{"i": 0')
+
+
+def test_lines_and_records_keep_their_semantics_across_step_boundaries(tmp_path: Path) -> None:
+    """Lines longer than one 256 KiB step, blank lines, a last line without newline."""
+    long = b'{"big": "' + b"y" * 600_000 + b'"}'
+    data = b'{"a": 1}\n\n' + long + b"\n  \n" + b'{"a": 2}\n' * 3 + b'{"a": 3}'
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(data)
+    with MemoryMappedReader(path) as reader:
+        assert list(reader.iter_lines()) == data.split(b"\n")
+        assert [r.get("a") for r in reader.records()] == [1, None, 2, 2, 2, 3]
+        assert reader.line_count == len(data.split(b"\n"))
+        assert reader.line(2) == long and reader.line(-1) == b'{"a": 3}'
