@@ -27,6 +27,7 @@ import os
 import struct
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import orjson
@@ -232,29 +233,36 @@ def _zstd_tail(file: BinaryIO, size: int) -> Tail:
             if size - position < 18:
                 return _torn_frame(file, size, position, None)
             raise ValueError(f"{name}: corrupt zstd frame header at byte {position}") from None
-        block = position + header_size
-        if block > size:
-            return _torn_frame(file, size, position, None)
-        while True:
-            raw = os.pread(fd, 3, block)
-            if len(raw) < 3:
-                return _torn_frame(file, size, position, parameters)
-            header = int.from_bytes(raw, "little")
-            kind, length = (header >> 1) & 3, header >> 3
-            if kind == 3:
-                raise ValueError(f"{name}: corrupt zstd block at byte {block}")
-            end = block + 3 + (1 if kind == 1 else length)
-            if end > size:
-                return _torn_frame(file, size, position, parameters)
-            block = end
-            if header & 1:
-                break
+        last = deque(_blocks(fd, name, position + header_size, size), maxlen=1)
+        if not last or not last[0][2]:  # the frame's last block never arrived
+            return _torn_frame(file, size, position, parameters)
+        block = last[0][1]
         if parameters.has_checksum:
             block += 4
             if block > size:
                 return _torn_frame(file, size, position, parameters)
         position = block
     return Tail(size, size)
+
+
+def _blocks(fd: int, name: str, block: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """The whole blocks of a frame from offset ``block``: (start, end, is last); stops at
+    the last block or at one the file cuts short."""
+    while True:
+        raw = os.pread(fd, 3, block)
+        if len(raw) < 3:
+            return
+        header = int.from_bytes(raw, "little")
+        kind, length = (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise ValueError(f"{name}: corrupt zstd block at byte {block}")
+        end = block + 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
+        if end > size:
+            return
+        yield block, end, bool(header & 1)
+        if header & 1:
+            return
+        block = end
 
 
 def _torn_frame(file: BinaryIO, size: int, start: int, parameters: Any) -> Tail:
@@ -273,21 +281,12 @@ def _torn_frame(file: BinaryIO, size: int, start: int, parameters: Any) -> Tail:
     total = line_total = 0
     point = None
     try:
-        out = decompressor.decompress(os.pread(fd, header_size, start))
-        block = start + header_size
-        while True:
-            raw = os.pread(fd, 3, block)
-            if len(raw) < 3:
-                break
-            header = int.from_bytes(raw, "little")
-            end = block + 3 + (1 if (header >> 1) & 3 == 1 else header >> 3)
-            if end > size:
-                break
-            out = decompressor.decompress(raw + os.pread(fd, end - block - 3, block + 3))
+        decompressor.decompress(os.pread(fd, header_size, start))
+        for block, end, _ in _blocks(fd, _name(file), start + header_size, size):
+            out = decompressor.decompress(os.pread(fd, end - block, block))
             total += len(out)
             if out.endswith(b"\n"):
                 point, line_total = end, total
-            block = end
     except zstandard.ZstdError:
         return cut
     if point is None or line_total == 0:

@@ -66,8 +66,9 @@ class MemoryMappedReader:
     The mapping is a snapshot of the file's size when it was opened: bytes appended later
     are not seen. A file truncated under the reader (a writer that restarted) raises
     :class:`FileTruncatedError` from the next call instead of a SIGBUS that would kill the
-    process: every call checks the file's size (one ``fstat``) before it touches the
-    mapping, and ``iter_lines``/``records`` check before each 256 KiB step. Not covered: a
+    process: every call checks the file's size (one ``lseek``) before it touches the
+    mapping, ``iter_lines``/``records`` check before each 256 KiB step, and ``line``
+    reads with ``pread``, which a shrunk file cuts short instead of faulting. Not covered: a
     truncation racing with a call already past its check, and zero-copy :meth:`view`
     objects, which read the mapping directly whenever they are used. An empty file is
     valid and has no lines.

@@ -126,14 +126,12 @@ def _plan(
     return points, warmups + measured
 
 
-def _frame(points: list[dict[str, Any]], rows: list[dict[str, Any]], name: str) -> pd.DataFrame:
+def _frame(points: list[dict[str, Any]], rows: _Rows, name: str) -> pd.DataFrame:
     import pandas as pd
 
     parameters = list(points[0])
-    metrics: list[str] = []
-    for row in rows:
-        metrics += [key for key in row if key not in parameters and key != "repeat" and key not in metrics]
-    frame = pd.DataFrame(rows, columns=[*parameters, "repeat", *metrics])
+    metrics = rows.metrics or []  # every point returned these (checked as they came)
+    frame = pd.DataFrame(rows.rows, columns=[*parameters, "repeat", *metrics])
     frame.attrs["perflab"] = {"name": name, "parameters": parameters, "metrics": metrics}
     return frame
 
@@ -171,7 +169,7 @@ def sweep(
         for point, r in runs:
             rows.add(point, r, fn(**_call_args(point, seed_param, r)))
             bar.update()
-    return _frame(points, rows.rows, name)
+    return _frame(points, rows, name)
 
 
 async def asweep(
@@ -195,4 +193,4 @@ async def asweep(
                 outcome = await outcome
             rows.add(point, r, outcome)
             bar.update()
-    return _frame(points, rows.rows, name)
+    return _frame(points, rows, name)
