@@ -1,7 +1,7 @@
 """perflab's writers and readers beside naive code, the standard library, aiofiles and the floor.
 
 Side by side in one run on the realistic data set (1,000,000 records by default), with the
-same measuring code as the writes, compression and reading notebooks (perflab.iobench),
+same measuring code as the writes, compression and reading notebooks (perflab.workbench.io_experiments),
 so their figures can be set against these. Every figure is the median [min-max] of REPEAT
 runs; ratios compare medians of this run. Reads are hot (the files were just written).
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from perflab import BufferedWriter, CompressedWriter
-from perflab.iobench import (
+from perflab.workbench.dataset import generate_records
+from perflab.workbench.io_experiments import (
     BASELINES,
     READ_WAYS,
     aiofiles_baseline,
@@ -31,7 +32,6 @@ from perflab.iobench import (
     write_baseline,
     write_experiment,
 )
-from perflab.workloads import generate_records
 
 from common import fmt, ratio, repeat, table
 

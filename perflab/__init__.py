@@ -7,13 +7,14 @@ The public surface is this module's ``__all__``; everything else is internal.
 from importlib.metadata import PackageNotFoundError, version
 
 from perflab.advice import Analysis, ProfileReport, Recommendation
-from perflab.analysis import compare_runs, knee, pareto_front, summarize
+from perflab.analysis import compare_runs, knee, pareto_front
 from perflab.batching import BatchProcessor, BatchStats
 from perflab.measure import BenchmarkResult, Comparison, SampleStats, compare, sample_stats
-from perflab.profiler import PerformanceProfiler, ProfileResult
+from perflab.profile_result import ProfileResult
+from perflab.profiler import PerformanceProfiler
 from perflab.ratelimit import LimiterStats, TokenBucketLimiter
 from perflab.readers import MemoryMappedReader, read_jsonl
-from perflab.results import Results
+from perflab.results import Results, summarize
 from perflab.sweep import asweep, sweep
 from perflab.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
 from perflab.writers import BufferedWriter, CompressedWriter, WriterStats

@@ -15,13 +15,22 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._files import write_new
+from perflab.profile_result import ProfileResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from perflab.profiler import ProfileResult
 
-__all__ = ["Analysis", "CHECKS", "ProfileReport", "Recommendation", "analyze", "finding", "recommend"]
+__all__ = [
+    "Analysis",
+    "AreaAnalysis",
+    "CHECKS",
+    "ProfileReport",
+    "Recommendation",
+    "analyze",
+    "finding",
+    "recommend",
+]
 
 # Thresholds: a check fires when the measured figure reaches its threshold.
 LOOP_BLOCKED_MS = 100.0  # longest gap between two event-loop ticks
@@ -322,7 +331,7 @@ def recommend(result: ProfileResult, areas: tuple[str, ...] | None = None) -> tu
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Analysis:
+class AreaAnalysis:
     """One area's measured figures and the recommendations they trigger."""
 
     area: str
@@ -333,7 +342,7 @@ class Analysis:
         return dataclasses.asdict(self)
 
 
-def analyze(result: ProfileResult, area: str) -> Analysis:
+def analyze(result: ProfileResult, area: str) -> AreaAnalysis:
     if area not in CHECKS:
         raise ValueError(f"area must be one of {sorted(CHECKS)}, got {area!r}")
     metrics = {name: getattr(result, name) for name in _AREA_METRICS[area]}
@@ -344,7 +353,11 @@ def analyze(result: ProfileResult, area: str) -> Analysis:
         metrics["bytes_per_read"] = (
             result.io_read_bytes / result.io_read_count if result.io_read_count else None
         )
-    return Analysis(area, metrics, recommend(result, (area,)))
+    return AreaAnalysis(area, metrics, recommend(result, (area,)))
+
+
+#: The name ``perflab`` exports (its ``__all__`` is pinned); ``AreaAnalysis`` says what it is.
+Analysis = AreaAnalysis
 
 
 # --------------------------------------------------------------------------- the report

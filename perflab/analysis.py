@@ -1,69 +1,21 @@
-"""Reading sweeps: per-point summaries with their spread, the knee of a curve, the Pareto
-front of two objectives, and run-against-run comparison with a verdict per metric."""
+"""Reading sweeps: the knee of a curve, the Pareto front of two objectives, the settings
+another beats, and run-against-run comparison with a verdict per metric. Per-point
+summaries with their spread are :func:`perflab.results.summarize`."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from perflab.measure import compare, sample_stats
+from perflab.measure import compare
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from perflab.results import Results
 
-__all__ = ["Knee", "compare_runs", "dominated", "knee", "pareto_front", "summarize"]
-
-
-def summarize(
-    frame: pd.DataFrame, parameters: Sequence[str], metrics: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """One row per parameter point and metric (long format) with n, median, quartiles, IQR,
-    min, max, the 95% CI of the median, relative noise and pyperf's noise verdict.
-
-    ``frame`` is a tidy sweep (parameter columns, ``repeat``, metric columns).
-    """
-    import numpy as np
-    import pandas as pd
-
-    parameters = list(parameters)
-    missing = [p for p in parameters if p not in frame.columns]
-    if missing:
-        raise ValueError(f"parameters not in the frame: {missing}")
-    if metrics is None:
-        metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
-    records = []
-    groups = frame.groupby(parameters, sort=False, dropna=False) if parameters else [((), frame)]
-    for key, group in groups:
-        point = dict(zip(parameters, key if isinstance(key, tuple) else (key,), strict=True))
-        for metric in metrics:
-            values = pd.to_numeric(group[metric], errors="coerce").dropna().to_numpy(dtype=float)
-            values = values[np.isfinite(values)]
-            if values.size == 0:
-                continue
-            stats = sample_stats(values)
-            q25, q75 = np.percentile(values, [25, 75])
-            records.append(
-                {
-                    **point,
-                    "metric": metric,
-                    "n": stats.n,
-                    "median": stats.median,
-                    "q25": float(q25),
-                    "q75": float(q75),
-                    "iqr": stats.iqr,
-                    "min": stats.min,
-                    "max": stats.max,
-                    "ci_low": stats.ci95[0],
-                    "ci_high": stats.ci95[1],
-                    "rel_noise": stats.rel_noise,
-                    "noisy": stats.is_noisy,
-                    "noise_reasons": "; ".join(stats.noise_reasons),
-                }
-            )
-    return pd.DataFrame.from_records(records)
+__all__ = ["Knee", "compare_runs", "dominated", "knee", "pareto_front"]
 
 
 def medians(summary: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -65,7 +65,7 @@ def _fail(command: str, message: str) -> int:
 
 
 def _gen_data(args: argparse.Namespace) -> int:
-    from perflab.workloads import write_dataset
+    from perflab.workbench.dataset import write_dataset
 
     out = Path(args.out)
     if out.is_dir():
@@ -91,7 +91,7 @@ def _literal(text: str) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from perflab.report import run_report
+    from perflab.workbench.report import run_report
 
     overrides = {name: _literal(value) for name, value in args.param or []}
     try:
@@ -116,7 +116,7 @@ def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from perflab.analysis import compare_runs
-    from perflab.report import load_run
+    from perflab.results import load_run
 
     try:
         baseline, candidate = load_run(args.run_a), load_run(args.run_b)

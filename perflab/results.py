@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._files import write_new
+from perflab.measure import sample_stats
 from perflab.metadata import collect_metadata
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FORMAT_VERSION", "Results"]
+__all__ = ["FORMAT_VERSION", "Results", "load_run", "summarize"]
 
 FORMAT_NAME = "perflab.results"
 FORMAT_VERSION = 1
@@ -100,8 +101,6 @@ class Results:
     def summarize(self) -> pd.DataFrame:
         """Per parameter point and metric: n, median, quartiles, min, max, CI of the median,
         relative noise and whether the samples look noisy (pyperf's rules), with units."""
-        from perflab.analysis import summarize
-
         summary = summarize(self.to_frame(), self.parameters, self.metrics)
         if not summary.empty:
             summary.insert(
@@ -153,3 +152,66 @@ class Results:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a perflab results file")
         return cls.from_dict(data)
+
+
+def summarize(
+    frame: pd.DataFrame, parameters: Sequence[str], metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """One row per parameter point and metric (long format) with n, median, quartiles, IQR,
+    min, max, the 95% CI of the median, relative noise and pyperf's noise verdict.
+
+    ``frame`` is a tidy sweep (parameter columns, ``repeat``, metric columns).
+    """
+    import numpy as np
+    import pandas as pd
+
+    parameters = list(parameters)
+    missing = [p for p in parameters if p not in frame.columns]
+    if missing:
+        raise ValueError(f"parameters not in the frame: {missing}")
+    if metrics is None:
+        metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
+    records = []
+    groups = frame.groupby(parameters, sort=False, dropna=False) if parameters else [((), frame)]
+    for key, group in groups:
+        point = dict(zip(parameters, key if isinstance(key, tuple) else (key,), strict=True))
+        for metric in metrics:
+            values = pd.to_numeric(group[metric], errors="coerce").dropna().to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                continue
+            stats = sample_stats(values)
+            q25, q75 = np.percentile(values, [25, 75])
+            records.append(
+                {
+                    **point,
+                    "metric": metric,
+                    "n": stats.n,
+                    "median": stats.median,
+                    "q25": float(q25),
+                    "q75": float(q75),
+                    "iqr": stats.iqr,
+                    "min": stats.min,
+                    "max": stats.max,
+                    "ci_low": stats.ci95[0],
+                    "ci_high": stats.ci95[1],
+                    "rel_noise": stats.rel_noise,
+                    "noisy": stats.is_noisy,
+                    "noise_reasons": "; ".join(stats.noise_reasons),
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The results of a report run by notebook name (``path`` a run folder), or of one
+    results file (``path`` a ``results.json``)."""
+    target = Path(path)
+    if target.is_file():
+        return {target.parent.name or "results": Results.load(target)}
+    if not target.is_dir():
+        raise ValueError(f"{str(target)!r} is neither a report folder nor a results.json file")
+    found = {p.parent.name: Results.load(p) for p in sorted(target.glob("*/results.json"))}
+    if not found:
+        raise ValueError(f"{str(target)!r} holds no */results.json: is it a perflab report folder?")
+    return found

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from perflab import Results
-from perflab.analysis import compare_runs, knee, pareto_front, summarize
+from perflab.analysis import compare_runs, knee, pareto_front
+from perflab.results import summarize
 
 from synthetic import pool_results
 

@@ -486,7 +486,7 @@ def _exit_code(call: Callable[[], int]) -> int:
 
 
 def test_report_parameter_hints_name_perflab_report_not_only_papermill() -> None:
-    from perflab.workbench import check_list
+    from perflab.workbench.notebook import check_list
 
     with pytest.raises(TypeError, match=r"perflab report reads -p values as Python literals"):
         check_list("pool_sizes", "1,2", int)

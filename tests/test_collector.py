@@ -9,7 +9,7 @@ import pytest
 
 from perflab import PerformanceProfiler, read_jsonl
 from perflab.advice import recommend
-from perflab.collector import (
+from perflab.workbench.collector import (
     CollectorConfig,
     ServiceConfig,
     codec_costs,
@@ -17,7 +17,7 @@ from perflab.collector import (
     measure_config,
     run_collector,
 )
-from perflab.workloads import generate_records
+from perflab.workbench.dataset import generate_records
 
 from loops import VirtualClockLoop, run_on
 

@@ -11,7 +11,7 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from perflab import Results
-from perflab.report import _kernel_manager_class
+from perflab.workbench.report import _kernel_manager_class
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -9,7 +9,8 @@ import pytest
 
 from perflab import Results
 from perflab.cli import main
-from perflab.report import PROFILES, load_run, run_report
+from perflab.results import load_run
+from perflab.workbench.report import PROFILES, run_report
 
 from synthetic import pool_results
 
@@ -117,7 +118,7 @@ def test_the_full_profile_sets_each_parameter_to_a_value_of_its_kind() -> None:
     """A full-profile name shared by notebooks must mean the same kind of thing in each."""
     import nbformat
 
-    from perflab.report import find_notebooks
+    from perflab.workbench.report import find_notebooks
 
     notebooks = Path(__file__).resolve().parents[1] / "notebooks"
     for name, path in find_notebooks(notebooks).items():

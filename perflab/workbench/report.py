@@ -28,7 +28,7 @@ import orjson
 from perflab._files import write_new
 from perflab.metadata import collect_metadata
 
-__all__ = ["PROFILES", "NotebookRun", "ReportRun", "find_notebooks", "load_run", "run_report"]
+__all__ = ["PROFILES", "NotebookRun", "ReportRun", "find_notebooks", "run_report"]
 
 #: The profiles, in one place. "quick" runs the notebooks' own defaults. "full" sets these
 #: parameters in every notebook that declares them: more repeats, longer runs, finer grids.
@@ -324,19 +324,3 @@ compare two runs with <code>perflab compare RUN_A RUN_B</code>.</small></p>
 </body></html>
 """
     report.index.write_text(page, encoding="utf-8")
-
-
-def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The results of a report run by notebook name (``path`` a run folder), or of one
-    results file (``path`` a ``results.json``)."""
-    from perflab.results import Results
-
-    target = Path(path)
-    if target.is_file():
-        return {target.parent.name or "results": Results.load(target)}
-    if not target.is_dir():
-        raise ValueError(f"{str(target)!r} is neither a report folder nor a results.json file")
-    found = {p.parent.name: Results.load(p) for p in sorted(target.glob("*/results.json"))}
-    if not found:
-        raise ValueError(f"{str(target)!r} holds no */results.json: is it a perflab report folder?")
-    return found

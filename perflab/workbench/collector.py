@@ -27,7 +27,8 @@ from perflab.advice import Recommendation, finding
 from perflab.batching import BatchProcessor
 from perflab.ratelimit import TokenBucketLimiter
 from perflab.taskpool import TaskPool
-from perflab.workloads import SimulatedAPI, SimulatedSink, generate_records, symbol_universe
+from perflab.workbench.dataset import generate_records, symbol_universe
+from perflab.workbench.services import SimulatedAPI, SimulatedSink
 from perflab.writers import BufferedWriter, CompressedWriter
 
 __all__ = [

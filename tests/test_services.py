@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from perflab.experiments import (
+from perflab.workbench.asyncio_experiments import (
     batch_experiment,
     gather_baseline,
     pool_experiment,
@@ -16,7 +16,7 @@ from perflab.experiments import (
     run_rate,
     sequential_baseline,
 )
-from perflab.workloads import Latency, SimulatedAPI, SimulatedSink
+from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
 
 from loops import VirtualClockLoop, run_on
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from perflab import read_jsonl
-from perflab.iobench import (
+from perflab.workbench.dataset import generate_records
+from perflab.workbench.io_experiments import (
     BASELINES,
     READ_WAYS,
     aiofiles_baseline,
@@ -21,7 +22,6 @@ from perflab.iobench import (
     write_baseline,
     write_experiment,
 )
-from perflab.workloads import generate_records
 
 RECORDS = list(generate_records(3000, seed=2))
 RAW = serialize(RECORDS)

@@ -22,7 +22,7 @@ from perflab._validate import check_int, check_number
 from perflab.batching import BatchProcessor
 from perflab.ratelimit import TokenBucketLimiter
 from perflab.taskpool import TaskPool
-from perflab.workloads import Latency, SimulatedAPI, SimulatedSink
+from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
 
 __all__ = [
     "METRIC_DIRECTIONS",

@@ -34,7 +34,7 @@ def line_with_spread(
     ax: Axes, summary: pd.DataFrame, x: str, metric: str, *, label: str | None = None, color: Any = None
 ) -> Any:
     """Median line, interquartile band and min-max whiskers of one metric from
-    :func:`perflab.analysis.summarize`."""
+    :func:`perflab.results.summarize`."""
     rows = summary[summary["metric"] == metric].sort_values(x)
     if rows.empty:
         return None
