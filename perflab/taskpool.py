@@ -27,9 +27,10 @@ import asyncio
 import dataclasses
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sized
 from typing import Any, TypeVar
 
+from perflab._clock import CLOCK_SLACK, MIN_REARM_DELAY
 from perflab._validate import check_int, check_optional_int, check_optional_number
 
 __all__ = ["TaskPool", "TaskPoolConfig", "TaskPoolStats"]
@@ -37,12 +38,6 @@ __all__ = ["TaskPool", "TaskPoolConfig", "TaskPoolStats"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-# A deadline counts as reached when the clock is within this of it: asyncio may run a
-# timer a clock tick early, and a re-armed watchdog must not spin on the same deadline.
-_CLOCK_SLACK = 1e-6
-# Coarse clocks (uvloop's is in milliseconds) can fire a timer before its deadline; the
-# watchdog then waits at least this long before it looks again instead of spinning.
-_MIN_REARM_DELAY = 0.001
 
 _TIMEOUT = "timeout"
 _CANCELLED = "cancelled"
@@ -96,6 +91,52 @@ class TaskPoolStats:
         return dataclasses.asdict(self)
 
 
+class _Counters:
+    """The pool's counters. Every call the pool accepted is in exactly one state:
+    queued, in flight, completed, failed, timed out or cancelled."""
+
+    __slots__ = (
+        "submitted",
+        "completed",
+        "failed",
+        "timed_out",
+        "cancelled",
+        "in_flight",
+        "queued",
+        "peak_in_flight",
+        "max_queue_depth",
+    )
+
+    def __init__(self) -> None:
+        self.submitted = self.completed = self.failed = self.timed_out = self.cancelled = 0
+        self.in_flight = self.queued = self.peak_in_flight = self.max_queue_depth = 0
+
+    def accept(self, calls: int, depth: int) -> None:
+        """``calls`` were accepted into a queue now ``depth`` deep."""
+        self.submitted += calls
+        self.queued += calls
+        if depth > self.max_queue_depth:
+            self.max_queue_depth = depth
+
+    def drop(self, calls: int) -> None:
+        """``calls`` queued but never started were cancelled."""
+        self.cancelled += calls
+        self.queued -= calls
+
+    def start(self, accepted: bool) -> None:
+        """A call starts: it leaves the queue, or (map) is accepted as it starts."""
+        if accepted:
+            self.queued -= 1
+        else:
+            self.submitted += 1
+        in_flight = self.in_flight = self.in_flight + 1
+        if in_flight > self.peak_in_flight:
+            self.peak_in_flight = in_flight
+
+    def snapshot(self) -> TaskPoolStats:
+        return TaskPoolStats(*(getattr(self, name) for name in self.__slots__))
+
+
 class _Worker:
     """One pool slot in use: the task running it and the call it is awaiting."""
 
@@ -107,9 +148,76 @@ class _Worker:
         self.interrupt: str | None = None  # why the pool cancelled the current call
         self.key: Any = None  # the submit future of the current call
 
+    def interrupt_call(self, reason: str) -> None:
+        """Cancel the running call, remembering why (a timeout, or its future cancelled)."""
+        self.interrupt = reason
+        self._cancel()
+
+    def stop_call(self) -> None:
+        """Cancel the running call because its job stops (no reason kept)."""
+        self._cancel()
+
+    def forget_interrupt(self) -> None:
+        """The call ended on its own although we had cancelled it: withdraw that cancel."""
+        if self.interrupt is not None:
+            self.interrupt = None
+            if self.task is not None:
+                self.task.uncancel()
+
+    def _cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Watchdog:
+    """One timer for every call's deadline, armed for the earliest; it cancels the calls
+    that ran past ``timeout`` (their workers turn that into TimeoutError)."""
+
+    __slots__ = ("workers", "timeout", "_loop", "_handle")
+
+    def __init__(self, workers: set[_Worker], timeout: float) -> None:
+        self.workers = workers
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Use ``loop`` from now on (a timer of an earlier loop is forgotten)."""
+        self._loop = loop
+        self._handle = None
+
+    def started(self, when: float) -> None:
+        """A call started at ``when``: make sure a timer will look at it."""
+        if self._handle is None:
+            self._arm(when + self.timeout)
+
+    def _arm(self, when: float) -> None:
+        if self._loop is not None:
+            self._handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._loop is None:
+            return
+        now = self._loop.time()
+        earliest: float | None = None
+        for worker in self.workers:
+            started = worker.started
+            if started is None or worker.interrupt is not None:
+                continue
+            if started + self.timeout <= now + CLOCK_SLACK:
+                worker.interrupt_call(_TIMEOUT)
+            elif earliest is None or started < earliest:
+                earliest = started
+        if earliest is not None:
+            self._arm(max(earliest + self.timeout, now + MIN_REARM_DELAY))
+
 
 class _Job:
-    """One stream of work sharing the pool's slots: a map/gather call or a submit block."""
+    """One stream of work sharing the pool's slots: a map/gather call or a submit block.
+
+    The pool drives every job the same way; what differs between them is in the hooks
+    (``take``, ``settle*``, ``on_*``)."""
 
     __slots__ = ("workers", "limit", "stopping", "registered", "waiter", "failure", "accepted")
 
@@ -142,6 +250,23 @@ class _Job:
     def discard_unstarted(self) -> int:
         """Drop calls accepted but never started; return how many."""
         return 0
+
+    def on_spawn(self) -> None:
+        """A worker was created for this job (it starts on the next loop iteration)."""
+
+    def on_worker_start(self) -> None:
+        """A worker of this job began running."""
+
+    def on_exhausted(self) -> None:
+        """``take`` found nothing left."""
+
+    def on_failure(self) -> None:
+        """A call failed and the job was stopped: stop whatever else feeds it."""
+
+    def may_grow(self) -> bool:
+        """Whether a worker should ask for more slots as it takes work (a lazy input whose
+        length is unknown ramps up instead of starting every worker at once)."""
+        return False
 
     def finished(self) -> bool:
         return not self.workers and not self.wants_worker()
@@ -198,6 +323,12 @@ class _SequenceJob(_Job):
             dropped += 1
         return dropped
 
+    def on_exhausted(self) -> None:
+        self.exhausted = True
+
+    def may_grow(self) -> bool:
+        return len(self.workers) < self.limit
+
 
 class _SubmitJob(_Job):
     """The calls submitted inside one ``async with pool:`` block."""
@@ -206,7 +337,9 @@ class _SubmitJob(_Job):
 
     def __init__(self, limit: int, parent: asyncio.Task[Any] | None) -> None:
         super().__init__(limit, accepted=True)
-        self.pending: deque[tuple[asyncio.Future[Any], Callable[..., Awaitable[Any]], tuple]] = deque()
+        self.pending: deque[tuple[asyncio.Future[Any], Callable[..., Awaitable[Any]], tuple[Any, ...]]] = (
+            deque()
+        )
         self.starting = 0  # workers created but not yet running: each will take one call
         self.parent = parent
         self.cancelled_parent = False
@@ -223,7 +356,7 @@ class _SubmitJob(_Job):
     def take(self) -> tuple[Any, Callable[..., Awaitable[Any]], tuple[Any, ...]]:
         if not self.pending:
             raise StopIteration
-        self._wake_space_waiter()
+        self.wake_space_waiter()
         return self.pending.popleft()
 
     def settle(self, key: Any, value: Any) -> None:
@@ -247,10 +380,35 @@ class _SubmitJob(_Job):
             fut, _, _ = self.pending.popleft()
             if fut.cancel():
                 dropped += 1
-        self._wake_space_waiter(all_of_them=True)
+        self.wake_space_waiter(all_of_them=True)
         return dropped
 
-    def _wake_space_waiter(self, all_of_them: bool = False) -> None:
+    def unqueue(self, fut: asyncio.Future[Any]) -> bool:
+        """Remove a queued call whose future was cancelled; False if it is not queued."""
+        for entry in self.pending:
+            if entry[0] is fut:
+                self.pending.remove(entry)
+                self.wake_space_waiter()
+                return True
+        return False
+
+    def on_spawn(self) -> None:
+        self.starting += 1
+
+    def on_worker_start(self) -> None:
+        self.starting -= 1
+
+    def on_failure(self) -> None:
+        """Stop the block's body too (unless it is already leaving the block)."""
+        if self.exiting or self.cancelled_parent:
+            return
+        parent = self.parent
+        if parent is not None and not parent.done():
+            self.cancelled_parent = True
+            parent.cancel()
+
+    def wake_space_waiter(self, all_of_them: bool = False) -> None:
+        """Let one ``submit`` waiting for queue space go on (or all of them)."""
         waiters = self.space_waiters
         while waiters:
             waiter = waiters.popleft()
@@ -290,15 +448,7 @@ class TaskPool:
         "_all_workers",
         "_watchdog",
         "_context",
-        "_submitted",
-        "_completed",
-        "_failed",
-        "_timed_out",
-        "_cancelled",
-        "_in_flight",
-        "_queued",
-        "_peak_in_flight",
-        "_max_queue_depth",
+        "_counts",
     )
 
     def __init__(self, config: TaskPoolConfig | None = None, **overrides: Any) -> None:
@@ -313,33 +463,23 @@ class TaskPool:
         self._free = config.max_concurrent
         self._slot_waiters: deque[_Job] = deque()
         self._all_workers: set[_Worker] = set()
-        self._watchdog: asyncio.TimerHandle | None = None
+        timeout = config.timeout_seconds
+        self._watchdog = _Watchdog(self._all_workers, timeout) if timeout is not None else None
         self._context: _SubmitJob | None = None
-        self._submitted = self._completed = self._failed = self._timed_out = 0
-        self._cancelled = self._in_flight = self._queued = 0
-        self._peak_in_flight = self._max_queue_depth = 0
+        self._counts = _Counters()
 
     def __repr__(self) -> str:
+        counts = self._counts
         return (
             f"<TaskPool max_concurrent={self.config.max_concurrent} "
-            f"timeout_seconds={self.config.timeout_seconds} in_flight={self._in_flight} "
-            f"queued={self._queued} completed={self._completed} failed={self._failed}>"
+            f"timeout_seconds={self.config.timeout_seconds} in_flight={counts.in_flight} "
+            f"queued={counts.queued} completed={counts.completed} failed={counts.failed}>"
         )
 
     @property
     def stats(self) -> TaskPoolStats:
         """A snapshot of the pool's counters."""
-        return TaskPoolStats(
-            submitted=self._submitted,
-            completed=self._completed,
-            failed=self._failed,
-            timed_out=self._timed_out,
-            cancelled=self._cancelled,
-            in_flight=self._in_flight,
-            queued=self._queued,
-            peak_in_flight=self._peak_in_flight,
-            max_queue_depth=self._max_queue_depth,
-        )
+        return self._counts.snapshot()
 
     # ----------------------------------------------------------------- public API
 
@@ -384,9 +524,7 @@ class TaskPool:
                 raise TypeError(f"awaitables[{position}] must be awaitable, got {type(awaitable).__name__}")
         limit = min(self.config.max_concurrent, len(awaitables))
         job = _SequenceJob(_identity, awaitables, limit, return_exceptions, accepted=True, sized=True)
-        self._submitted += len(awaitables)
-        self._queued += len(awaitables)
-        self._max_queue_depth = max(self._max_queue_depth, self._queued)
+        self._counts.accept(len(awaitables), self._counts.queued + len(awaitables))
         return await self._run_sequence(job)
 
     async def submit(self, fn: Callable[..., Awaitable[R]], /, *args: Any) -> asyncio.Future[R]:
@@ -412,18 +550,14 @@ class TaskPool:
                 await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
-                    job._wake_space_waiter()  # pass our turn on
+                    job.wake_space_waiter()  # pass our turn on
                 raise
         loop = self._bind_loop()
         fut: asyncio.Future[R] = loop.create_future()
         job.pending.append((fut, fn, args))
         fut.add_done_callback(self._on_submitted_future_cancelled)
-        self._submitted += 1
-        self._queued += 1
+        self._counts.accept(1, job.queued)
         self._request_slots(job)
-        queued = job.queued
-        if queued > self._max_queue_depth:
-            self._max_queue_depth = queued
         return fut
 
     async def __aenter__(self) -> TaskPool:
@@ -471,7 +605,8 @@ class TaskPool:
             if self._all_workers or self._context is not None or self._slot_waiters:
                 raise RuntimeError("TaskPool is busy in another event loop")
             self._loop = loop
-            self._watchdog = None
+            if self._watchdog is not None:
+                self._watchdog.bind(loop)
         return loop
 
     async def _run_sequence(self, job: _SequenceJob) -> list[Any]:
@@ -493,7 +628,7 @@ class TaskPool:
         return job.results
 
     async def _wait_finished(self, job: _Job) -> None:
-        waiter = job.waiter = self._loop.create_future()  # type: ignore[union-attr]
+        waiter = job.waiter = asyncio.get_running_loop().create_future()
         try:
             await waiter
         finally:
@@ -535,30 +670,23 @@ class TaskPool:
         worker = _Worker()
         job.workers.add(worker)
         self._all_workers.add(worker)
-        if isinstance(job, _SubmitJob):
-            job.starting += 1
-        worker.task = self._loop.create_task(self._work(job, worker))  # type: ignore[union-attr]
+        job.on_spawn()
+        worker.task = asyncio.get_running_loop().create_task(self._work(job, worker))
 
     def _stop(self, job: _Job) -> None:
         """Cancel everything ``job`` still has running or queued (idempotent)."""
         if job.stopping:
             return
         job.stopping = True
-        dropped = job.discard_unstarted()
-        self._cancelled += dropped
-        self._queued -= dropped
+        self._counts.drop(job.discard_unstarted())
         for worker in job.workers:
             if worker.started is not None and worker.interrupt is None:
-                worker.task.cancel()  # type: ignore[union-attr]
+                worker.stop_call()
 
     def _fail(self, job: _Job) -> None:
-        """A call of ``job`` failed: stop the job and, for a submit block, its body."""
+        """A call of ``job`` failed: stop the job, and what feeds it (a submit block's body)."""
         self._stop(job)
-        if isinstance(job, _SubmitJob) and not job.exiting and not job.cancelled_parent:
-            parent = job.parent
-            if parent is not None and not parent.done():
-                job.cancelled_parent = True
-                parent.cancel()
+        job.on_failure()
 
     def _on_submitted_future_cancelled(self, fut: asyncio.Future[Any]) -> None:
         """The caller cancelled a submit future: cancel its call, or unqueue it."""
@@ -566,63 +694,28 @@ class TaskPool:
             return
         for worker in self._all_workers:
             if worker.key is fut and worker.started is not None and worker.interrupt is None:
-                worker.interrupt = _CANCELLED
-                worker.task.cancel()  # type: ignore[union-attr]
+                worker.interrupt_call(_CANCELLED)
                 return
         job = self._context
-        if job is None:
-            return
-        for entry in job.pending:
-            if entry[0] is fut:
-                job.pending.remove(entry)
-                self._cancelled += 1
-                self._queued -= 1
-                job._wake_space_waiter()
-                return
-
-    def _arm_watchdog(self, when: float) -> None:
-        self._watchdog = self._loop.call_at(when, self._check_deadlines)  # type: ignore[union-attr]
-
-    def _check_deadlines(self) -> None:
-        """Cancel the calls that ran past ``timeout_seconds``; re-arm for the next one."""
-        self._watchdog = None
-        timeout = self.config.timeout_seconds
-        assert timeout is not None and self._loop is not None
-        now = self._loop.time()
-        earliest: float | None = None
-        for worker in self._all_workers:
-            started = worker.started
-            if started is None or worker.interrupt is not None:
-                continue
-            if started + timeout <= now + _CLOCK_SLACK:
-                worker.interrupt = _TIMEOUT
-                worker.task.cancel()  # type: ignore[union-attr]
-            elif earliest is None or started < earliest:
-                earliest = started
-        if earliest is not None:
-            self._arm_watchdog(max(earliest + timeout, now + _MIN_REARM_DELAY))
+        if job is not None and job.unqueue(fut):
+            self._counts.drop(1)
 
     async def _work(self, job: _Job, worker: _Worker) -> None:
-        """A worker: take a call, await it inline, record the outcome, repeat."""
-        loop = self._loop
-        assert loop is not None
-        loop_time = loop.time
-        timeout = self.config.timeout_seconds
-        task = worker.task
-        assert task is not None
-        if isinstance(job, _SubmitJob):
-            job.starting -= 1
-        # A generator's length is unknown: ramp workers up by doubling rather than start
-        # max_concurrent of them for what may be three items.
-        grow = isinstance(job, _SequenceJob) and len(job.workers) < job.limit
+        """A worker: take a call, await it inline, record the outcome, repeat; give the
+        slot away to a job holding fewer when one waits."""
+        job.on_worker_start()
+        grow = job.may_grow()
+        # The hot path (start, await, complete) stays inline; the rare outcomes are methods.
+        counts = self._counts
+        loop_time = asyncio.get_running_loop().time
+        watchdog = self._watchdog
         accepted = job.accepted
         try:
             while not job.stopping:
                 try:
                     key, fn, args = job.take()
                 except StopIteration:
-                    if isinstance(job, _SequenceJob):
-                        job.exhausted = True
+                    job.on_exhausted()
                     break
                 except BaseException as exc:  # the input iterable raised
                     if job.failure is None:
@@ -631,57 +724,27 @@ class TaskPool:
                     break
                 if grow and self._free:
                     self._request_slots(job, most=len(job.workers))
-                    grow = len(job.workers) < job.limit
-                if accepted:
-                    self._queued -= 1
-                else:
-                    self._submitted += 1
-                in_flight = self._in_flight = self._in_flight + 1
-                if in_flight > self._peak_in_flight:
-                    self._peak_in_flight = in_flight
+                    grow = job.may_grow()
+                counts.start(accepted)
                 worker.key = key
                 worker.started = started = loop_time()
-                if timeout is not None and self._watchdog is None:
-                    self._arm_watchdog(started + timeout)
+                if watchdog is not None:
+                    watchdog.started(started)
                 awaitable = None
                 try:
                     awaitable = fn(*args)
                     value = await awaitable
                 except asyncio.CancelledError:
-                    worker.started = None
-                    self._in_flight -= 1
-                    interrupt = worker.interrupt
-                    worker.interrupt = None
-                    if interrupt is None or task.uncancel() > 0:
-                        # Not a timeout of ours: the job is stopping, or the pool's caller
-                        # (or the loop) cancelled this worker.
-                        self._cancelled += 1
-                        job.settle_cancelled(key)
-                        if not job.stopping:
-                            job.failure = job.failure or asyncio.CancelledError("a pool worker was cancelled")
-                            self._fail(job)
+                    if self._cancelled_call(job, worker, key):
                         raise
-                    if interrupt is _CANCELLED:
-                        self._cancelled += 1  # the caller cancelled its submit future
-                        continue
-                    self._timed_out += 1
-                    if job.settle_error(key, TimeoutError(f"task exceeded timeout_seconds={timeout:g}")):
-                        self._fail(job)
                 except Exception as exc:
-                    worker.started = None
-                    self._in_flight -= 1
-                    self._forget_interrupt(worker)
-                    self._failed += 1
-                    error: BaseException = exc
-                    if awaitable is not None and not inspect.isawaitable(awaitable):
-                        error = TypeError(f"fn must return an awaitable, got {type(awaitable).__name__}")
-                    if job.settle_error(key, error):
-                        self._fail(job)
+                    self._failed_call(job, worker, key, exc, awaitable)
                 else:
                     worker.started = None
-                    self._in_flight -= 1
-                    self._forget_interrupt(worker)
-                    self._completed += 1
+                    if worker.interrupt is not None:
+                        worker.forget_interrupt()
+                    counts.in_flight -= 1
+                    counts.completed += 1
                     job.settle(key, value)
                 if self._slot_waiters:
                     poorer = self._poorest_waiter(exclude=job)
@@ -696,17 +759,52 @@ class TaskPool:
             if job.waiter is not None and not job.waiter.done() and job.finished():
                 job.waiter.set_result(None)
 
-    @staticmethod
-    def _forget_interrupt(worker: _Worker) -> None:
-        """The call ended on its own although we had cancelled it: withdraw that cancel."""
-        if worker.interrupt is not None:
-            worker.interrupt = None
-            worker.task.uncancel()  # type: ignore[union-attr]
+    def _failed_call(self, job: _Job, worker: _Worker, key: Any, exc: Exception, awaitable: Any) -> None:
+        worker.started = None
+        worker.forget_interrupt()
+        counts = self._counts
+        counts.in_flight -= 1
+        counts.failed += 1
+        error: BaseException = exc
+        if awaitable is not None and not inspect.isawaitable(awaitable):
+            error = TypeError(f"fn must return an awaitable, got {type(awaitable).__name__}")
+        if job.settle_error(key, error):
+            self._fail(job)
+
+    def _cancelled_call(self, job: _Job, worker: _Worker, key: Any) -> bool:
+        """A call was cancelled: by the watchdog (a timeout), by its caller (a cancelled
+        submit future), or from outside. Returns True for the last: the cancellation
+        must propagate, and the job stops."""
+        counts = self._counts
+        worker.started = None
+        counts.in_flight -= 1
+        interrupt = worker.interrupt
+        worker.interrupt = None
+        task = worker.task
+        if interrupt is None or (task is not None and task.uncancel() > 0):
+            # Not a timeout of ours: the job is stopping, or the pool's caller (or the
+            # loop) cancelled this worker.
+            counts.cancelled += 1
+            job.settle_cancelled(key)
+            if not job.stopping:
+                job.failure = job.failure or asyncio.CancelledError("a pool worker was cancelled")
+                self._fail(job)
+            return True
+        if interrupt is _CANCELLED:
+            counts.cancelled += 1  # the caller cancelled its submit future
+            return False
+        counts.timed_out += 1
+        timeout = self.config.timeout_seconds or 0.0
+        if job.settle_error(key, TimeoutError(f"task exceeded timeout_seconds={timeout:g}")):
+            self._fail(job)
+        return False
 
 
 def _length_hint(iterable: Iterable[Any]) -> int | None:
     """The length of a sized iterable, or None for an iterator or generator."""
+    if not isinstance(iterable, Sized):
+        return None
     try:
-        return len(iterable)  # type: ignore[arg-type]
+        return len(iterable)
     except TypeError:
         return None
