@@ -42,7 +42,7 @@ def repeat_on(
 
 
 def ratio_line(label: str, rows: dict[str, dict[str, list[float]]], num: str, den: str) -> None:
-    parts = [f"{loop_name} {ratio(rows, num, den, loop_name):.3f}x" for loop_name in rows[num]]
+    parts = [f"{loop_name} {ratio(rows, num, den, loop_name, digits=3)}" for loop_name in rows[num]]
     print(f"  {label}: " + ", ".join(parts))
 
 

@@ -1,7 +1,16 @@
 """perflab: a performance workbench for asyncio services that call rate-limited APIs
 concurrently and log JSON lines.
 
-The public surface is this module's ``__all__``; everything else is internal.
+Two layers. The library sits flat in this package, one module per concern (taskpool,
+ratelimit, batching, writers, readers, codecs, measure, sweep, analysis, results,
+metadata, profile_result, profiler, advice, cli). The workbench, ``perflab.workbench``,
+holds what the notebooks and ``perflab report`` run on (simulated services, experiments,
+the collector, findings, plots, publishing, the report); it imports the library, never
+the other way round.
+
+Public: this module's ``__all__`` (pinned by a test) and the names in each library
+module's ``__all__``. Internal: modules whose name starts with ``_`` and all of
+``perflab.workbench``.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -99,6 +99,7 @@ def _name(file: Any) -> str:
 def _plain_tail(file: BinaryIO, size: int) -> Tail:
     """Search backwards for the last newline; judge what follows it."""
     end = size
+    last_newline = -1
     while end > 0:
         start = max(0, end - 65536)
         file.seek(start)
@@ -107,8 +108,6 @@ def _plain_tail(file: BinaryIO, size: int) -> Tail:
             last_newline = start + found
             break
         end = start
-    else:
-        last_newline = -1
     keep = last_newline + 1
     if keep == size:
         return Tail(size, size)

@@ -19,6 +19,7 @@ __all__ = [
     "check_number",
     "check_optional_int",
     "check_optional_number",
+    "check_str",
 ]
 
 
@@ -60,6 +61,13 @@ def check_number(
         raise ValueError(f"{name} must be >= {minimum:g}, got {value:g}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum:g}, got {value:g}")
+    return value
+
+
+def check_str(name: str, value: Any) -> str:
+    """Return ``value`` if it is a string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {_type_name(value)} {value!r}")
     return value
 
 

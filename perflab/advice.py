@@ -412,13 +412,6 @@ class ProfileReport:
         columns = [f.name for f in dataclasses.fields(Recommendation)]
         return pd.DataFrame([r.as_dict() for r in self.recommendations], columns=columns)
 
-    def metrics_frame(self) -> pd.DataFrame:
-        """One row per measured figure."""
-        import pandas as pd
-
-        rows = [{"metric": k, "value": v} for k, v in self.result.items() if k not in ("name", "hot_spots")]
-        return pd.DataFrame(rows)
-
     def to_markdown(self) -> str:
         lines = [f"## Profile: {self.name}", "", "| metric | value |", "| --- | --- |"]
         for key, value in self.result.items():

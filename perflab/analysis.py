@@ -5,7 +5,7 @@ summaries with their spread are :func:`perflab.results.summarize`."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab.measure import compare
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from perflab.results import Results
 
-__all__ = ["Knee", "compare_runs", "dominated", "knee", "pareto_front"]
+__all__ = ["Knee", "compare_groups", "compare_runs", "comparison_table", "dominated", "knee", "pareto_front"]
 
 
 def medians(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -35,10 +35,6 @@ class Knee:
     best_x: Any
     best_y: float
     fraction: float
-
-    @property
-    def share_of_best(self) -> float:
-        return self.y / self.best_y if self.best_y else float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,7 +63,8 @@ def knee(
     if rows.empty:
         raise ValueError(f"no rows of {metric!r} match {dict(where or {})}")
     rows = rows.sort_values(x)
-    best = rows.loc[rows["median"].idxmax() if higher_is_better else rows["median"].idxmin()]
+    values = rows["median"].to_numpy()
+    best = rows.iloc[int(values.argmax() if higher_is_better else values.argmin())]
     if higher_is_better:
         good = rows[rows["median"] >= fraction * best["median"]]
     else:
@@ -146,40 +143,106 @@ def compare_runs(
         )
     parameters = list(baseline.parameters)
     a, b = baseline.to_frame(), candidate.to_frame()
-    options = {} if min_effect is None else {"min_effect": min_effect}
+    metrics = [m for m in baseline.metrics if m in candidate.metrics]
     rows = []
-    a_groups = dict(iter(a.groupby(parameters, sort=False))) if parameters else {(): a}
-    b_groups = dict(iter(b.groupby(parameters, sort=False))) if parameters else {(): b}
+    a_groups: dict[Any, pd.DataFrame] = (
+        dict(iter(a.groupby(parameters, sort=False))) if parameters else {(): a}
+    )
+    b_groups: dict[Any, pd.DataFrame] = (
+        dict(iter(b.groupby(parameters, sort=False))) if parameters else {(): b}
+    )
     for key, a_group in a_groups.items():
         b_group = b_groups.get(key)
         if b_group is None:
             continue
         point = dict(zip(parameters, key if isinstance(key, tuple) else (key,), strict=True))
-        for metric in baseline.metrics:
-            if metric not in candidate.metrics:
-                continue
-            before = pd.to_numeric(a_group[metric], errors="coerce").dropna().tolist()
-            after = pd.to_numeric(b_group[metric], errors="coerce").dropna().tolist()
-            if not before or not after or _median(before) == 0:
-                continue
-            higher = baseline.higher_is_better.get(metric, False)
-            result = compare(before, after, higher_is_better=higher, alpha=alpha, **options)
-            rows.append(
-                {
-                    **point,
-                    "metric": metric,
-                    "unit": baseline.units.get(metric, ""),
-                    "higher_is_better": higher,
-                    "baseline_median": result.baseline_median,
-                    "candidate_median": result.candidate_median,
-                    "ratio": result.ratio,
-                    "ci_low": result.ci95[0],
-                    "ci_high": result.ci95[1],
-                    "p_value": result.p_value,
-                    "verdict": result.verdict,
-                }
-            )
+        rows += _comparison_rows(
+            point, a_group, b_group, metrics, baseline.units, baseline.higher_is_better, min_effect, alpha
+        )
     return pd.DataFrame.from_records(rows)
+
+
+def compare_groups(
+    frame: pd.DataFrame,
+    column: str,
+    baseline: Any,
+    candidate: Any,
+    metrics: Sequence[str],
+    *,
+    units: Mapping[str, str] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    min_effect: float | None = None,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """:func:`compare_runs` within one tidy frame: the rows whose ``column`` is
+    ``candidate`` against those where it is ``baseline`` (e.g. "after" against "before"),
+    with the same columns and verdicts as ``perflab compare``."""
+    import pandas as pd
+
+    if column not in frame.columns:
+        raise ValueError(f"column {column!r} is not in the frame")
+    a, b = frame[frame[column] == baseline], frame[frame[column] == candidate]
+    for label, rows in ((baseline, a), (candidate, b)):
+        if rows.empty:
+            raise ValueError(f"no rows have {column} == {label!r}")
+    directions = dict(higher_is_better or {})
+    rows = _comparison_rows({}, a, b, metrics, dict(units or {}), directions, min_effect, alpha)
+    return pd.DataFrame.from_records(rows)
+
+
+def _comparison_rows(
+    point: dict[str, Any],
+    before_rows: pd.DataFrame,
+    after_rows: pd.DataFrame,
+    metrics: Sequence[str],
+    units: Mapping[str, str],
+    directions: Mapping[str, bool],
+    min_effect: float | None,
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """One comparison row per metric with samples on both sides (a baseline median of 0
+    has no ratio and is left out)."""
+    import pandas as pd
+
+    options = {} if min_effect is None else {"min_effect": min_effect}
+    rows = []
+    for metric in metrics:
+        before = pd.to_numeric(before_rows[metric], errors="coerce").dropna().tolist()
+        after = pd.to_numeric(after_rows[metric], errors="coerce").dropna().tolist()
+        if not before or not after or _median(before) == 0:
+            continue
+        higher = directions.get(metric, False)
+        result = compare(before, after, higher_is_better=higher, alpha=alpha, **options)
+        rows.append(
+            {
+                **point,
+                "metric": metric,
+                "unit": units.get(metric, ""),
+                "higher_is_better": higher,
+                "baseline_median": result.baseline_median,
+                "candidate_median": result.candidate_median,
+                "ratio": result.ratio,
+                "ci_low": result.ci95[0],
+                "ci_high": result.ci95[1],
+                "p_value": result.p_value,
+                "verdict": result.verdict,
+            }
+        )
+    return rows
+
+
+def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A comparison (:func:`compare_runs`, :func:`compare_groups`) as people read it: the
+    change and its 95% CI in percent beside the medians and the verdict."""
+    if table.empty:
+        return table
+    return table.assign(
+        change=(table["ratio"] - 1).map("{:+.1%}".format),
+        ci=[
+            f"[{lo - 1:+.1%}, {hi - 1:+.1%}]"
+            for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+        ],
+    ).drop(columns=["ratio", "ci_low", "ci_high", "higher_is_better", "p_value"])
 
 
 def _median(values: list[float]) -> float:

@@ -331,13 +331,13 @@ class BatchProcessor(Generic[T]):
 
     async def _wait_for_space(self) -> None:
         while len(self._sealed) > MAX_PENDING_BATCHES:
-            waiter = self._loop.create_future()  # type: ignore[union-attr]
+            waiter = asyncio.get_running_loop().create_future()
             self._space_waiters.append(waiter)
             await waiter
 
     async def _wait_idle(self) -> None:
         while self._sealed:
-            waiter = self._loop.create_future()  # type: ignore[union-attr]
+            waiter = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(waiter)
             await waiter
 

@@ -115,7 +115,7 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from perflab.analysis import compare_runs
+    from perflab.analysis import compare_runs, comparison_table
     from perflab.results import load_run
 
     try:
@@ -132,13 +132,7 @@ def _compare(args: argparse.Namespace) -> int:
         table = compare_runs(baseline[name], candidate[name], min_effect=args.min_effect)
         if table.empty:
             continue
-        shown = table.assign(
-            change=(table["ratio"] - 1).map("{:+.1%}".format),
-            ci=[
-                f"[{lo - 1:+.1%}, {hi - 1:+.1%}]"
-                for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
-            ],
-        ).drop(columns=["ratio", "ci_low", "ci_high", "higher_is_better", "p_value"])
+        shown = comparison_table(table)
         print(f"\n== {name}: {_verdicts(table)}")
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
             print(shown.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))

@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 #: pyperf's stability rules, as named thresholds.
+#: Samples as a sequence of numbers or a 1-D numpy array.
+Samples = Sequence[float] | np.ndarray
+
 NOISY_STDEV_FRACTION = 0.10  # stdev >= 10% of the mean
 NOISY_OUTLIER_FRACTION = 0.50  # min or max >= 50% away from the mean
 MIN_RAW_SAMPLE_SECONDS = 0.001  # a sample's raw timing (all its loops) under 1 ms
@@ -79,7 +82,7 @@ class SampleStats:
         return {**dataclasses.asdict(self), "is_noisy": self.is_noisy}
 
 
-def _values(samples: Sequence[float], name: str = "samples") -> np.ndarray:
+def _values(samples: Samples, name: str = "samples") -> np.ndarray:
     values = np.asarray(samples, dtype=float)
     if values.ndim != 1 or values.size == 0:
         raise ValueError(f"{name} must be a non-empty sequence of numbers, got {len(values)} values")
@@ -88,7 +91,7 @@ def _values(samples: Sequence[float], name: str = "samples") -> np.ndarray:
     return values
 
 
-def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+def median_ci(samples: Samples, confidence: float = 0.95) -> tuple[float, float]:
     """A distribution-free CI for the median from order statistics (binomial).
 
     With fewer than 6 samples no pair of order statistics reaches 95%; the interval is
@@ -110,7 +113,7 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
 
 
 def noise_reasons(
-    samples: Sequence[float], *, loops: int | None = None, min_samples: int = MIN_SAMPLES
+    samples: Samples, *, loops: int | None = None, min_samples: int = MIN_SAMPLES
 ) -> tuple[str, ...]:
     """pyperf's stability checks; each failed check is a reason quoting the number.
 
@@ -196,7 +199,7 @@ class Comparison:
         return dataclasses.asdict(self)
 
 
-def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+def mann_whitney_p(a: Samples, b: Samples) -> float:
     """Two-sided p-value of the Mann-Whitney U test (exact for small samples without ties)."""
     from scipy.stats import mannwhitneyu
 
@@ -273,10 +276,6 @@ class BenchmarkResult(SampleStats):
         fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(SampleStats)}
         samples = tuple(float(s) for s in samples)
         return cls(**fields, name=name, samples=samples, number=number, warmup=warmup)
-
-    def compare_to(self, baseline: BenchmarkResult) -> Comparison:
-        """This result against ``baseline`` (lower time is faster)."""
-        return compare(baseline.samples, self.samples)
 
     def __str__(self) -> str:
         unit, scale = _time_unit(self.median)

@@ -36,9 +36,17 @@ import warnings
 from collections import deque
 from typing import Any
 
+from perflab._clock import CLOCK_SLACK, MIN_REARM_DELAY
 from perflab._validate import check_number
 
-__all__ = ["DELIVERY_MARGIN", "LimiterStats", "TIMER_TICK_SECONDS", "TokenBucketLimiter", "deliverable_rate"]
+__all__ = [
+    "DELIVERY_MARGIN",
+    "TIMER_TICK_SECONDS",
+    "LimiterStats",
+    "TokenBucketLimiter",
+    "deliverability_problem",
+    "deliverable_rate",
+]
 
 #: Shortest interval between two timer wake-ups that asyncio delivers when each asks for
 #: less than a millisecond (epoll rounds the timeout up to 1 ms, plus the wake-up itself).
@@ -48,16 +56,26 @@ TIMER_TICK_SECONDS = 0.0011
 #: at 1,000/s is -0.2%, at 2,000/s -8%; burst 8 at 8,000/s -2.5%).
 DELIVERY_MARGIN = 0.9
 
-# A due time counts as reached within this much: asyncio may run a timer a clock tick
-# early. Coarse clocks (uvloop's is in milliseconds) can fire a timer up to half a tick
-# early; a waiter woken early waits at least _MIN_REARM_DELAY more instead of spinning.
-_CLOCK_SLACK = 1e-6
-_MIN_REARM_DELAY = 0.001
-
 
 def deliverable_rate(rate: float, burst_size: float) -> float:
     """About the most tokens per second a limiter with this burst hands out on asyncio."""
     return min(rate, (math.floor(burst_size) + 1) / TIMER_TICK_SECONDS)
+
+
+def deliverability_problem(rate: float, burst_size: float) -> str | None:
+    """Why a limiter of ``rate`` and ``burst_size`` cannot keep its rate on asyncio's timers
+    (and the burst that would), or None when it can. TokenBucketLimiter warns with it."""
+    ceiling = deliverable_rate(math.inf, burst_size)
+    if rate <= DELIVERY_MARGIN * ceiling:
+        return None
+    needed = max(1, math.ceil(rate * TIMER_TICK_SECONDS / DELIVERY_MARGIN - 1))
+    return (
+        f"TokenBucketLimiter(rate={rate:g}, burst_size={burst_size:g}) cannot keep "
+        f"its rate: asyncio timers wake at best every {TIMER_TICK_SECONDS * 1e3:.2f} ms and each "
+        f"wake-up releases at most burst_size + 1 tokens, so at most ~{ceiling:,.0f} tokens/s "
+        f"get through and rates above ~{DELIVERY_MARGIN * ceiling:,.0f}/s fall short; raise "
+        f"burst_size to at least {needed} for {rate:g}/s"
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,18 +136,9 @@ class TokenBucketLimiter:
             burst_size = max(1, round(self.rate))
         self.burst_size = check_number("burst_size", burst_size, minimum=1)
         self._interval = 1.0 / self.rate
-        ceiling = deliverable_rate(math.inf, self.burst_size)
-        if self.rate > DELIVERY_MARGIN * ceiling:
-            needed = max(1, math.ceil(self.rate * TIMER_TICK_SECONDS / DELIVERY_MARGIN - 1))
-            warnings.warn(
-                f"TokenBucketLimiter(rate={self.rate:g}, burst_size={self.burst_size:g}) cannot keep "
-                f"its rate: asyncio timers wake at best every {TIMER_TICK_SECONDS * 1e3:.2f} ms and each "
-                f"wake-up releases at most burst_size + 1 tokens, so at most ~{ceiling:,.0f} tokens/s "
-                f"get through and rates above ~{DELIVERY_MARGIN * ceiling:,.0f}/s fall short; raise "
-                f"burst_size to at least {needed} for {self.rate:g}/s",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        problem = deliverability_problem(self.rate, self.burst_size)
+        if problem is not None:
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tat = -math.inf  # bucket full
         self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
@@ -180,7 +189,7 @@ class TokenBucketLimiter:
         now = loop.time()
         if not self._waiters:
             tat = self._tat
-            if tat - (self.burst_size - tokens) * self._interval <= now + _CLOCK_SLACK:
+            if tat - (self.burst_size - tokens) * self._interval <= now + CLOCK_SLACK:
                 self._tat = (tat if tat > now else now) + tokens * self._interval
                 self._record_grant(now, tokens)
                 return
@@ -193,7 +202,7 @@ class TokenBucketLimiter:
             return False
         now = self._now()
         tat = self._tat
-        if tat - (self.burst_size - tokens) * self._interval > now + _CLOCK_SLACK:
+        if tat - (self.burst_size - tokens) * self._interval > now + CLOCK_SLACK:
             return False
         self._tat = max(tat, now) + tokens * self._interval
         self._record_grant(now, tokens)
@@ -289,8 +298,8 @@ class TokenBucketLimiter:
                 waiters.popleft()
                 continue
             due = self._tat - (self.burst_size - tokens) * interval
-            if due > now + _CLOCK_SLACK:
-                when = max(due, now + _MIN_REARM_DELAY) if woke_early else due
+            if due > now + CLOCK_SLACK:
+                when = max(due, now + MIN_REARM_DELAY) if woke_early else due
                 self._timer = loop.call_at(when, self._on_timer)
                 return
             woke_early = False

@@ -18,16 +18,15 @@ import mmap
 import os
 import stat
 import weakref
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-import zstandard
 
 from perflab._recovery import detect_format
+from perflab.codecs import decompressor as new_decompressor_of
 
 __all__ = ["FileTruncatedError", "MemoryMappedReader", "read_jsonl"]
 
@@ -296,10 +295,8 @@ def read_jsonl(path: str | os.PathLike[str], *, recover: bool = False) -> Iterat
                 f"{path}: named like a {named} file but its first bytes {head!r} are not {named} "
                 f"data (it looks like {found} data)"
             )
-        if found == "gzip":
-            chunks, kind = _gzip_chunks(file), "gzip member"
-        elif found == "zstd":
-            chunks, kind = _zstd_chunks(file), "zstd frame"
+        if found in ("gzip", "zstd"):
+            chunks, kind = _frame_chunks(file, found), "gzip member" if found == "gzip" else "zstd frame"
         else:
             chunks, kind = iter(lambda: file.read(_CHUNK), b""), ""
         yield from _records(path, chunks, kind, recover)
@@ -384,21 +381,12 @@ def _line_batches(chunks: Iterator[bytes], tail: list[bytes]) -> Iterator[list[b
     tail.append(rest)
 
 
-def _gzip_chunks(file: Any) -> Iterator[bytes]:
-    """Decompress every gzip member in turn."""
-    return _frame_chunks(file, lambda: zlib.decompressobj(zlib.MAX_WBITS | 16), zlib.error, "gzip")
-
-
-def _zstd_chunks(file: Any) -> Iterator[bytes]:
-    """Decompress every zstd frame in turn (python-zstandard's one-shot ``decompress()``
-    returns only the first frame, and a truncated stream can end without an error)."""
-    context = zstandard.ZstdDecompressor()
-    return _frame_chunks(file, context.decompressobj, zstandard.ZstdError, "zstd")
-
-
-def _frame_chunks(file: Any, new_decompressor: Any, error: type[Exception], codec: str) -> Iterator[bytes]:
-    """Decompress a sequence of self-contained members/frames, tracking where each starts;
-    raise _Torn if the last one never finishes."""
+def _frame_chunks(file: Any, codec: str) -> Iterator[bytes]:
+    """Decompress a sequence of self-contained gzip members or zstd frames, tracking where
+    each starts; raise _Torn if the last one never finishes (python-zstandard's one-shot
+    ``decompress()`` returns only the first frame, and a truncated stream can end without
+    an error)."""
+    new_decompressor, error = new_decompressor_of(codec)
     decompressor = new_decompressor()
     frame_start = 0
     consumed = 0

@@ -103,16 +103,16 @@ class Results:
         relative noise and whether the samples look noisy (pyperf's rules), with units."""
         summary = summarize(self.to_frame(), self.parameters, self.metrics)
         if not summary.empty:
-            summary.insert(
-                summary.columns.get_loc("metric") + 1, "unit", summary["metric"].map(self.units).fillna("")
-            )
+            after_metric = list(summary.columns).index("metric") + 1
+            summary.insert(after_metric, "unit", summary["metric"].map(self.units).fillna(""))
         return summary
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, name: str, parameters: Sequence[str], **fields: Any) -> Results:
         """Results from a tidy frame (parameter columns, ``repeat``, metric columns)."""
         metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
-        return cls.new(name, parameters, metrics, frame.to_dict("records"), **fields)
+        rows = [{str(key): value for key, value in row.items()} for row in frame.to_dict("records")]
+        return cls.new(name, parameters, metrics, rows, **fields)
 
     # ----------------------------------------------------------------- files
 

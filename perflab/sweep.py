@@ -161,8 +161,17 @@ def sweep(
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            options = {"progress": progress, "order": order, "name": name, "seed_param": seed_param}
-            return asyncio.run(asweep(fn, grid, repeat=repeat, warmup=warmup, **options))
+            run = asweep(
+                fn,
+                grid,
+                repeat=repeat,
+                warmup=warmup,
+                progress=progress,
+                order=order,
+                name=name,
+                seed_param=seed_param,
+            )
+            return asyncio.run(run)
         raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
     rows = _Rows(points, seed_param)
     with _progress(len(runs), progress, name) as bar:

@@ -41,27 +41,22 @@ import re
 import stat
 import time
 import warnings
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import zstandard
 
 from perflab._recovery import detect_format, find_tail
 from perflab._validate import check_int
+from perflab.codecs import Codec, Stream, check_codec, compressor, format_of, suffix_of
 
-__all__ = ["BufferedWriter", "CompressedWriter", "WriterStats", "TornTailWarning", "CODEC_LEVELS"]
+__all__ = ["BufferedWriter", "CompressedWriter", "TornTailWarning", "WriterStats"]
 
 _dumps = orjson.dumps
 _NEWLINE_OPTION = orjson.OPT_APPEND_NEWLINE
 
-#: Compression levels each codec accepts ("isal" is gzip by the ISA-L library).
-CODEC_LEVELS: dict[str, range] = {"gzip": range(10), "zstd": range(1, 23), "isal": range(4)}
-_SUFFIXES = {"gzip": ".gz", "isal": ".gz", "zstd": ".zst"}
 _FSYNC_POLICIES = {False: "never", "never": "never", True: "flush", "flush": "flush", "close": "close"}
-_FORMATS = {"gzip": "gzip", "isal": "gzip", "zstd": "zstd"}
 
 
 class TornTailWarning(UserWarning):
@@ -297,15 +292,21 @@ class _LineBuffer:
     def _before_close(self) -> None:
         return None
 
+    def _open_file(self) -> io.FileIO:
+        if self._file is None:
+            raise ValueError(f"{self.path}: the writer is closed")
+        return self._file
+
     def _write_all(self, data: bytes | memoryview) -> None:
+        file = self._open_file()
         view = memoryview(data)
         while view:
-            written = self._file.write(view)  # type: ignore[union-attr]
+            written = file.write(view)
             self._bytes_written += written
             view = view[written:]
 
     def _fsync(self) -> None:
-        os.fsync(self._file.fileno())  # type: ignore[union-attr]
+        os.fsync(self._open_file().fileno())
         self._fsyncs += 1
 
 
@@ -467,34 +468,28 @@ class CompressedWriter(_LineBuffer):
         path: str | os.PathLike[str],
         compression_level: int = 6,
         *,
-        codec: Literal["gzip", "zstd", "isal"] = "gzip",
+        codec: Codec = "gzip",
         buffer_size: int = 65536,
         max_writes: int = 1000,
         append: bool = False,
         flush_mode: Literal["frame", "sync"] = "frame",
         nan_as_null: bool = False,
     ) -> None:
-        if codec not in CODEC_LEVELS:
-            raise ValueError(f"codec must be one of {sorted(CODEC_LEVELS)}, got {codec!r}")
-        levels = CODEC_LEVELS[codec]
-        check_int("compression_level", compression_level)
-        if compression_level not in levels:
-            bounds = f"{levels.start}-{levels.stop - 1}"
-            raise ValueError(f"compression_level must be {bounds} for {codec}, got {compression_level}")
+        check_codec(codec, compression_level)
         if flush_mode not in ("frame", "sync"):
             raise ValueError(f"flush_mode must be 'frame' or 'sync', got {flush_mode!r}")
         self.codec = codec
         self.compression_level = compression_level
         self.flush_mode = flush_mode
-        self._compressor = _make_compressor(codec, compression_level)
-        self._stream: Any = None  # the open sync-mode stream
+        self._compressor = compressor(codec, compression_level)
+        self._stream: Stream | None = None  # the open sync-mode stream
         self._compress_seconds = 0.0
-        super().__init__(path, buffer_size, max_writes, append, _FORMATS[codec], nan_as_null)
+        super().__init__(path, buffer_size, max_writes, append, format_of(codec), nan_as_null)
 
     @property
     def suffix(self) -> str:
         """The file suffix for this codec: ".gz" or ".zst"."""
-        return _SUFFIXES[self.codec]
+        return suffix_of(self.codec)
 
     @property
     def stats(self) -> WriterStats:
@@ -521,76 +516,3 @@ class CompressedWriter(_LineBuffer):
         self._compress_seconds += time.perf_counter() - started
         self._stream = None
         return data
-
-
-class _Compressor:
-    """A codec at a level: ``frame(data)`` gives one self-contained member/frame;
-    ``stream()`` one stream object with ``sync(data)`` and ``finish()``."""
-
-    def frame(self, data: bytes | memoryview) -> bytes:
-        raise NotImplementedError
-
-    def stream(self) -> Any:
-        raise NotImplementedError
-
-
-class _Deflate(_Compressor):
-    _GZIP_WBITS = 31  # 16 + 15: gzip header and trailer, 32 KiB window
-
-    def __init__(self, module: Any, level: int) -> None:
-        self.module = module
-        self.level = level
-
-    def frame(self, data: bytes | memoryview) -> bytes:
-        compressor = self.module.compressobj(self.level, self.module.DEFLATED, self._GZIP_WBITS)
-        return compressor.compress(data) + compressor.flush(self.module.Z_FINISH)
-
-    def stream(self) -> Any:
-        compressor = self.module.compressobj(self.level, self.module.DEFLATED, self._GZIP_WBITS)
-        return _DeflateStream(compressor, self.module)
-
-
-class _DeflateStream:
-    def __init__(self, compressor: Any, module: Any) -> None:
-        self.compressor = compressor
-        self.module = module
-
-    def sync(self, data: bytes | memoryview) -> bytes:
-        return self.compressor.compress(data) + self.compressor.flush(self.module.Z_SYNC_FLUSH)
-
-    def finish(self) -> bytes:
-        return self.compressor.flush(self.module.Z_FINISH)
-
-
-class _Zstd(_Compressor):
-    def __init__(self, level: int) -> None:
-        self.context = zstandard.ZstdCompressor(level=level)
-
-    def frame(self, data: bytes | memoryview) -> bytes:
-        return self.context.compress(data)
-
-    def stream(self) -> Any:
-        return _ZstdStream(self.context.compressobj())
-
-
-class _ZstdStream:
-    def __init__(self, compressor: Any) -> None:
-        self.compressor = compressor
-
-    def sync(self, data: bytes | memoryview) -> bytes:
-        return self.compressor.compress(data) + self.compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-
-    def finish(self) -> bytes:
-        return self.compressor.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
-
-
-def _make_compressor(codec: str, level: int) -> _Compressor:
-    if codec == "zstd":
-        return _Zstd(level)
-    if codec == "gzip":
-        return _Deflate(zlib, level)
-    try:
-        from isal import isal_zlib
-    except ImportError:
-        raise ValueError("codec='isal' needs the isal package: pip install 'perflab[isal]'") from None
-    return _Deflate(isal_zlib, level)

@@ -69,7 +69,7 @@ def test_codec_experiment_round_trips_and_reports_ratio_and_speed(codec: str) ->
     assert 0 < metrics["ratio"] < 0.5
     assert metrics["saved_pct"] == pytest.approx((1 - metrics["ratio"]) * 100)
     assert metrics["compress_mb_s"] > 0 and metrics["decompress_mb_s"] > 0
-    with pytest.raises(ValueError, match="is not a codec and level"):
+    with pytest.raises(ValueError, match="must be 0-9 for gzip, got 12"):
         codec_experiment(RAW, codec="gzip", level=12)
 
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perflab import LimiterStats, TokenBucketLimiter
-from perflab.ratelimit import _CLOCK_SLACK, DELIVERY_MARGIN, deliverable_rate
+from perflab._clock import CLOCK_SLACK
+from perflab.ratelimit import DELIVERY_MARGIN, deliverable_rate
 
 from loops import LateTimerLoop, VirtualClockLoop, run_on
 
@@ -38,8 +39,8 @@ async def grant_times(limiter: TokenBucketLimiter, requests: list[float]) -> lis
 def assert_window_bound(times: list[float], tokens: list[float], rate: float, burst: float) -> None:
     """Tokens granted in any window [t_j, t_i] never exceed burst + rate * (t_i - t_j),
     give or take what the limiter's documented clock slack allows (a grant up to
-    ``_CLOCK_SLACK`` early: ``rate * _CLOCK_SLACK`` tokens)."""
-    slack = rate * _CLOCK_SLACK + 1e-9
+    ``CLOCK_SLACK`` early: ``rate * CLOCK_SLACK`` tokens)."""
+    slack = rate * CLOCK_SLACK + 1e-9
     order = sorted(range(len(times)), key=times.__getitem__)
     for a, j in enumerate(order):
         total = 0.0
