@@ -11,11 +11,14 @@ from perflab import PerformanceProfiler, read_jsonl
 from perflab.advice import recommend
 from perflab.workbench.collector import (
     CollectorConfig,
+    SearchResult,
     ServiceConfig,
+    apply_advice,
     codec_costs,
     collector_recommendations,
-    measure_config,
+    measure_runs,
     run_collector,
+    search_cheapest,
 )
 from perflab.workbench.dataset import generate_records
 
@@ -65,11 +68,92 @@ def test_the_planted_problems_show_in_the_profile_and_the_fixes_remove_them(tmp_
     assert not {"loop_stall_max_ms", "bytes_per_write"} & after
 
 
-def test_measure_config_reports_the_worst_cycle(tmp_path: Path) -> None:
+def test_measure_runs_keeps_every_cycle_raw(tmp_path: Path) -> None:
     config = CollectorConfig(symbols=200, pool_size=10, rate=4000)
-    result = run_on(VirtualClockLoop, measure_config(config, SERVICE, log_dir=tmp_path, repeats=3))
-    assert result["repeats"] == 3
-    assert result["cycle_worst_s"] >= result["cycle_median_s"] > 0
+    runs = run_on(VirtualClockLoop, measure_runs(config, SERVICE, log_dir=tmp_path, repeats=3))
+    assert len(runs) == 3
+    assert all(run["cycle_s"] > 0 and run["ok_per_cycle"] == 200 for run in runs)
+
+
+def model(cap: int = 20, rate_floor: float = 0.0):
+    """A fake collector: a cycle of 1,000 symbols at 20 ms each takes 20 s / pool (up to
+    the cap) or 1,000 / rate, whichever is longer; the clock never runs."""
+    calls: list[tuple[int, float, int, int]] = []
+
+    async def evaluate(pool: int, rate: float, repeats: int, seed: int) -> list[dict[str, float]]:
+        calls.append((pool, rate, repeats, seed))
+        cycle = max(20.0 / min(pool, cap), 1000 / rate, rate_floor)
+        return [{"cycle_s": cycle * (1 + 0.01 * r), "failed_per_cycle": 0.0} for r in range(repeats)]
+
+    return evaluate, calls
+
+
+def test_the_search_bisects_to_the_smallest_pool_that_meets_the_budget() -> None:
+    evaluate, calls = model()
+    result = asyncio.run(
+        search_cheapest(
+            evaluate, coarse_pools=[8, 32, 64], rates=[2000.0, 4000.0], budget_s=1.2, confirm_repeat=3
+        )
+    )
+    # 20 s / pool <= 1.2 s from pool 17 on (the worst of 3 repeats, 2% slower, still fits).
+    assert isinstance(result, SearchResult)
+    assert result.chosen is not None
+    assert result.chosen["pool_size"] == 17 and result.chosen["repeats"] == 3
+    # The gentler rate (0.5 s a cycle) still holds at that size, so it is chosen.
+    assert result.chosen["rate"] == 2000.0
+    stages = [row["stage"] for row in result.rows]
+    assert stages.count("coarse") == 6 and "refine" in stages
+    assert {(p, r) for p, r, n, _ in calls if n == 3} == {(17, 4000.0), (17, 2000.0)}
+    assert result.chosen["cycle_worst_s"] == max(
+        row["cycle_s"]
+        for row in result.rows
+        if row["stage"] == "confirm" and row["pool_size"] == 17 and row["rate"] == 2000.0
+    )
+
+
+def test_the_search_reports_nothing_when_no_setting_meets_the_budget() -> None:
+    evaluate, _ = model(rate_floor=5.0)
+    result = asyncio.run(
+        search_cheapest(evaluate, coarse_pools=[8, 32], rates=[4000.0], budget_s=1.0, confirm_repeat=2)
+    )
+    assert result.chosen is None
+    assert len(result.rows) == 2
+
+
+def test_a_lost_symbol_fails_a_setting_whatever_its_speed() -> None:
+    async def lossy(pool: int, rate: float, repeats: int, seed: int) -> list[dict[str, float]]:
+        return [{"cycle_s": 0.1, "failed_per_cycle": 1.0 if pool < 32 else 0.0}] * repeats
+
+    result = asyncio.run(
+        search_cheapest(lossy, coarse_pools=[16, 32], rates=[4000.0], budget_s=1.0, confirm_repeat=2)
+    )
+    assert result.chosen is not None and result.chosen["pool_size"] >= 30
+
+
+def test_apply_advice_changes_only_what_the_findings_name(tmp_path: Path) -> None:
+    planted = CollectorConfig(
+        symbols=200, pool_size=64, blocking_ms=5, blocking_every=50, per_record_writes=True, codec="zstd-1"
+    )
+    run = run_on(VirtualClockLoop, run_collector(planted, SERVICE, log_dir=tmp_path))
+    problems = collector_recommendations(run, planted, SERVICE)
+    after, recommended = apply_advice(planted, problems, SERVICE)
+    assert after.pool_size == SERVICE.max_concurrency and recommended["max_concurrent"] == 20
+    assert after.per_record_writes and not after.blocking_in_thread  # nothing fired for them
+    stall = recommend_one("loop_stall_max_ms")
+    small = recommend_one("bytes_per_write")
+    after, recommended = apply_advice(planted, [stall, small], SERVICE)
+    assert after.blocking_in_thread and not after.per_record_writes and after.pool_size == 64
+    assert recommended == {
+        "max_concurrent": 64,
+        "blocking work": "asyncio.to_thread",
+        "log writer": "CompressedWriter(zstd-1), buffer_size=65,536",
+    }
+
+
+def recommend_one(metric: str):
+    from perflab.advice import finding
+
+    return finding("x", "high", metric, metric, 1.0, 0.0, "", "")
 
 
 def test_codec_costs_measure_every_codec(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pandas as pd
 import papermill
 import pytest
 from papermill.exceptions import PapermillExecutionError
@@ -14,6 +15,7 @@ from perflab import Results
 from perflab.workbench.report import _kernel_manager_class
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+FIXTURES = Path(__file__).resolve().parent / "notebooks"
 
 TINY = {
     "taskpool": (
@@ -114,6 +116,41 @@ def execute(name: str, tmp_path: Path, **parameters) -> Path:
     return out
 
 
+def grid_of(name: str, parameters: dict, results: Results) -> dict[str, set]:
+    """For each recommended setting, the values the notebook measured it at."""
+    column = {c: {row[c] for row in results.rows} for c in results.parameters}
+    p = parameters
+    if name == "taskpool":
+        return {"max_concurrent": set(p["pool_sizes"])}
+    if name == "ratelimit":
+        return {"rate": set(p["rates"]), "burst_size": set(p["bursts"])}
+    if name == "batching":
+        return {"batch_size": set(p["batch_sizes"]), "flush_interval": set(p["flush_intervals"])}
+    if name == "writes":
+        return {"buffer_size": set(p["buffer_sizes"]), "max_writes": set(p["max_writes"])}
+    if name == "compression":
+        return {
+            "codec": {c.partition("-")[0] for c in column["codec"]},
+            "compression_level": {int(c.partition("-")[2]) for c in column["codec"]},
+            "flush_mode": {"frame", "sync"},
+        }
+    if name == "reading":
+        return {key: column["how"] for key in ("lines", "whole logs", "random access")}
+    if name == "profiler":
+        return {
+            "max_concurrent": {p["planted_pool_size"], p["server_cap"]},
+            "blocking work": {"asyncio.to_thread"},
+            "log writer": {"CompressedWriter(zstd-3), buffer_size=65,536"},
+        }
+    assert name == "collector"
+    return {
+        "pool_size": column["pool_size"],
+        "rate": column["rate"],
+        "batch_size": set(p["sink_batches"]),
+        "codec": set(p["codecs"]),
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_the_notebook_runs_with_tiny_parameters_and_saves_its_results(tmp_path: Path, name: str) -> None:
@@ -123,11 +160,40 @@ def test_the_notebook_runs_with_tiny_parameters_and_saves_its_results(tmp_path: 
     assert list(results.parameters) == columns
     assert len(results.rows) == rows if rows is not None else len(results.rows) >= 4
     assert results.metadata["packages"]["perflab"]
+    assert all(results.units.get(m) is not None for m in results.metrics)
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert recommended_key in summary["recommended"]
     assert summary["conclusion"] and summary["key_figure"]
     assert list((out / "figures").glob("*.png"))
     assert (out / "results.csv").read_text().splitlines()[0].startswith(",".join(columns) + ",repeat,")
+    # Every recommended value is one the notebook measured, and the key figure's value is
+    # the saved summary's.
+    grid = grid_of(name, parameters, results)
+    for key, value in summary["recommended"].items():
+        assert value in grid[key], f"{name} recommends {key}={value!r}, not among {grid[key]}"
+    key = summary["key_value"]
+    saved = pd.read_csv(out / "summary.csv")
+    rows_at = saved[saved["metric"] == key["metric"]]
+    for column, value in key["point"].items():
+        rows_at = rows_at[rows_at[column] == value]
+    assert len(rows_at) == 1, (key, saved)
+    assert rows_at[key["statistic"]].iloc[0] == pytest.approx(key["value"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_still_removes_its_scratch_folder(tmp_path: Path) -> None:
+    record = tmp_path / "scratch.txt"
+    with pytest.raises(PapermillExecutionError):
+        papermill.execute_notebook(
+            str(FIXTURES / "scratch_then_fail.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"record": str(record)},
+            progress_bar=False,
+            kernel_manager_class=_kernel_manager_class(),
+        )
+    scratch = Path(record.read_text())
+    assert scratch.name.startswith("perflab-fixture-")
+    assert not scratch.exists()
 
 
 @pytest.mark.slow

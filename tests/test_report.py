@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import orjson
@@ -10,17 +13,22 @@ import pytest
 from perflab import Results
 from perflab.cli import main
 from perflab.results import load_run
-from perflab.workbench.report import PROFILES, run_report
+from perflab.workbench.report import PROFILES, ReportRun, run_report
 
 from synthetic import pool_results
 
 FIXTURES = Path(__file__).resolve().parent / "notebooks"
 
 
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ReportRun]:
+    out = tmp_path_factory.mktemp("report") / "run"
+    return out, run_report(notebooks_dir=FIXTURES, out=out, log=lambda *_: None)
+
+
 @pytest.mark.slow
-def test_a_failing_notebook_is_named_and_the_rest_still_reported(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    report = run_report(notebooks_dir=FIXTURES, out=out, log=lambda *_: None)
+def test_a_failing_notebook_is_named_and_the_rest_still_reported(fixture_run: tuple[Path, ReportRun]) -> None:
+    out, report = fixture_run
     assert not report.ok
     runs = {run.name: run for run in report.notebooks}
     assert runs["publishes_results"].status == "ok"
@@ -34,9 +42,61 @@ def test_a_failing_notebook_is_named_and_the_rest_still_reported(tmp_path: Path)
         assert (out / f"{name}.html").stat().st_size > 1000
         assert (out / f"{name}.ipynb").exists()
     run = orjson.loads((out / "run.json").read_bytes())
-    assert [n["status"] for n in run["notebooks"]] == ["ok", "failed"]
+    assert [n["status"] for n in run["notebooks"]] == ["ok", "failed", "failed"]
     assert run["metadata"]["cpu_count"] >= 1 and run["profile"] == "quick"
-    assert Results.load(out / "publishes_results" / "results.json").metrics == ("value",)
+    assert Results.load(out / "publishes_results" / "results.json").metrics == ("throughput",)
+
+
+@pytest.mark.slow
+def test_the_index_shows_each_main_figure_beside_its_finding(fixture_run: tuple[Path, ReportRun]) -> None:
+    out, _ = fixture_run
+    index = (out / "index.html").read_text()
+    assert '<img src="publishes_results/figures/fixture.png"' in index
+    assert index.index("fixture.png") < index.index("max 6") < index.index("<b>fine</b>")
+    assert "no figure" in index  # the failing notebook published none
+
+
+@pytest.mark.slow
+def test_the_index_renders_in_a_real_browser(fixture_run: tuple[Path, ReportRun], tmp_path: Path) -> None:
+    """Headless Chromium draws the page: the thumbnail's plot line (matplotlib's blue) is
+    on screen, and the failed card's red background."""
+    import matplotlib.image
+    import numpy as np
+
+    out, _ = fixture_run
+    shot = screenshot(out / "index.html", tmp_path)
+    pixels = matplotlib.image.imread(str(shot))[..., :3]
+    assert pixels.shape[1] == 1280
+    blue = np.all(np.abs(pixels - np.array([0x1F, 0x77, 0xB4]) / 255) < 0.08, axis=-1)
+    assert blue.sum() > 200, "the main figure's thumbnail did not render"
+    failed = np.all(np.abs(pixels - np.array([0xFD, 0xE8, 0xE8]) / 255) < 0.02, axis=-1)
+    assert failed.sum() > 10_000, "the failed notebook's card is not shown"
+
+
+def screenshot(page: Path, work: Path) -> Path:
+    """A headless Chromium screenshot of ``page`` (make test installs Chromium in CI)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    target = work / "index.png"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={work / 'profile'}",
+        "--window-size=1280,1400",
+        f"--screenshot={target}",
+    ]
+    subprocess.run([browser, *flags, page.resolve().as_uri()], check=True, capture_output=True, timeout=60)
+    return target
 
 
 @pytest.mark.slow

@@ -25,8 +25,8 @@ from perflab.taskpool import TaskPool
 from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
 
 __all__ = [
-    "METRIC_DIRECTIONS",
-    "METRIC_UNITS",
+    "BASELINES",
+    "baseline_experiment",
     "batch_experiment",
     "gather_baseline",
     "pool_experiment",
@@ -36,40 +36,6 @@ __all__ = [
     "run_rate",
     "sequential_baseline",
 ]
-
-#: Which way is better for each metric the experiments report (for run comparisons).
-METRIC_DIRECTIONS = {
-    "throughput": True,
-    "ok_rate": True,
-    "achieved_rate": True,
-    "p50_ms": False,
-    "p99_ms": False,
-    "wait_p50_ms": False,
-    "wait_p99_ms": False,
-    "item_p50_ms": False,
-    "item_p99_ms": False,
-    "cpu_us_per_call": False,
-    "rejected_per_s": False,
-    "rejected_share": False,
-    "rate_error_pct": False,
-    "sink_calls_per_s": False,
-}
-METRIC_UNITS = {
-    "throughput": "/s",
-    "ok_rate": "req/s",
-    "achieved_rate": "tokens/s",
-    "p50_ms": "ms",
-    "p99_ms": "ms",
-    "wait_p50_ms": "ms",
-    "wait_p99_ms": "ms",
-    "item_p50_ms": "ms",
-    "item_p99_ms": "ms",
-    "cpu_us_per_call": "us",
-    "rejected_per_s": "/s",
-    "rejected_share": "",
-    "rate_error_pct": "%",
-    "sink_calls_per_s": "calls/s",
-}
 
 
 def _until(loop: asyncio.AbstractEventLoop, deadline: float) -> Iterator[int]:
@@ -203,6 +169,21 @@ async def gather_baseline(
     log = _CallLog(SimulatedAPI(latency=latency, max_concurrency=server_cap, seed=seed))
     await asyncio.gather(*(log.call() for _ in range(requests)))
     return log.run((log.started, log.loop.time())).metrics()
+
+
+#: The task-pool notebook's baselines: one call after another, and an unbounded gather.
+BASELINES = ("sequential", "gather x1000")
+
+
+async def baseline_experiment(
+    baseline: str, latency: str, *, duration_s: float, server_cap: int | None, seed: int = 0
+) -> dict[str, float | None]:
+    """One of :data:`BASELINES` for ``latency``, for :func:`perflab.sweep.asweep`."""
+    if baseline == "sequential":
+        return await sequential_baseline(latency, duration_s=duration_s, seed=seed)
+    if baseline == "gather x1000":
+        return await gather_baseline(latency, server_cap=server_cap, seed=seed)
+    raise ValueError(f"baseline must be one of {list(BASELINES)}, got {baseline!r}")
 
 
 # --------------------------------------------------------------------------- rate limit

@@ -7,35 +7,52 @@ point also reports its write calls, page faults and peak memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-import zstandard
 
 from perflab._validate import check_int
+from perflab.analysis import dominated, pareto_front
+from perflab.codecs import Codec, CodecLevel, compressor, decompress_all
 from perflab.profiler import PerformanceProfiler
 from perflab.readers import MemoryMappedReader, read_jsonl
-from perflab.writers import CODEC_LEVELS, BufferedWriter, CompressedWriter
+from perflab.sweep import asweep, sweep
+from perflab.workbench.dataset import write_dataset
+from perflab.writers import BufferedWriter, CompressedWriter
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "BASELINES",
+    "CODEC_OBJECTIVES",
+    "CODEC_TIES",
     "READ_WAYS",
     "aiofiles_baseline",
-    "compress_chunks",
+    "codec_dominance",
     "codec_experiment",
+    "codec_sweep",
+    "compress_chunks",
+    "compressed_read_sweep",
     "flush_mode_experiment",
+    "flush_mode_sweep",
+    "gzip_saving",
     "line_chunks",
     "read_experiment",
+    "read_sweep",
+    "repetitive_sample",
     "sample_savings",
     "serialize",
     "write_baseline",
     "write_experiment",
+    "write_files",
+    "write_ways",
 ]
 
 _OPT = orjson.OPT_APPEND_NEWLINE
@@ -182,37 +199,10 @@ def line_chunks(raw: bytes, size: int) -> list[bytes]:
 
 
 def _codec(codec: str, level: int) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]:
-    """(compress one self-contained frame, decompress a whole multi-frame file)."""
-    if codec not in CODEC_LEVELS or level not in CODEC_LEVELS[codec]:
-        raise ValueError(f"{codec}-{level} is not a codec and level CompressedWriter offers")
-    if codec == "zstd":
-        compressor = zstandard.ZstdCompressor(level=level)
-        decompressor = zstandard.ZstdDecompressor()
-
-        def zstd_all(data: bytes) -> bytes:
-            import io
-
-            return decompressor.stream_reader(io.BytesIO(data), read_across_frames=True).read()
-
-        return compressor.compress, zstd_all
-    if codec == "isal":
-        from isal import isal_zlib as module
-    else:
-        module = zlib
-
-    def deflate(data: bytes) -> bytes:
-        compressor = module.compressobj(level, module.DEFLATED, 31)
-        return compressor.compress(data) + compressor.flush()
-
-    def inflate_all(data: bytes) -> bytes:
-        out = []
-        while data:
-            decompressor = module.decompressobj(31)
-            out.append(decompressor.decompress(data))
-            data = decompressor.unused_data
-        return b"".join(out)
-
-    return deflate, inflate_all
+    """(compress one self-contained frame, decompress a whole multi-frame file): the same
+    code the writers and readers use."""
+    frame = compressor(codec, level).frame
+    return frame, functools.partial(decompress_all, codec)
 
 
 def compress_chunks(codec: str, level: int, chunks: Sequence[bytes]) -> bytes:
@@ -242,8 +232,14 @@ def codec_experiment(raw: bytes, *, codec: str, level: int, chunk: int = 65536) 
 
 
 def flush_mode_experiment(
-    raw: bytes, path: str | Path, *, codec: str, level: int, mode: str, buffer_size: int
-) -> dict:
+    raw: bytes,
+    path: str | Path,
+    *,
+    codec: Codec,
+    level: int,
+    mode: Literal["frame", "sync", "stream"],
+    buffer_size: int,
+) -> dict[str, float]:
     """CompressedWriter end to end in one flush mode ("frame", "sync", or "stream": one
     frame for the whole file, the crash-unsafe reference)."""
     lines = raw.splitlines()
@@ -349,3 +345,188 @@ def read_experiment(path: str | Path, *, how: str, lookups: int = 10_000, seed: 
         count = lookups
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "per_s": count / seconds, "mb_per_s": target.stat().st_size / _MB / seconds}
+
+
+# --------------------------------------------------------------------------- the notebooks' sweeps
+
+
+def _write_point(records: Sequence[Any], path: Path, way: str) -> dict[str, float]:
+    return write_baseline(way, records, path)
+
+
+def _join_point(records: Sequence[Any], path: Path, chunk: int) -> dict[str, float]:
+    return write_baseline("list + join", records, path, chunk=chunk)
+
+
+def _fsync_point(records: Sequence[Any], path: Path, buffer_size: int, fsync: str) -> dict[str, float]:
+    return write_experiment(records, path, buffer_size=buffer_size, max_writes=1000, fsync=fsync)
+
+
+async def write_ways(
+    records: Sequence[Any],
+    path: str | Path,
+    *,
+    chunks: Sequence[int],
+    aiofiles_records: int,
+    repeat: int,
+    buffer_size: int = 65536,
+) -> pd.DataFrame:
+    """Every baseline way of writing ``records`` beside BufferedWriter's fsync policies,
+    each swept ``repeat`` times: one tidy frame with a ``way`` and a ``chunk`` column
+    (the list + join chunk in bytes, 0 where it does not apply). aiofiles per record runs
+    on the first ``aiofiles_records`` records (each write is a thread hop)."""
+    import pandas as pd
+
+    target = Path(path)
+    options: dict[str, Any] = {"repeat": repeat, "warmup": 1, "progress": False}
+    frames = [sweep(functools.partial(_write_point, records, target), {"way": list(BASELINES)}, **options)]
+    if chunks:
+        joins = sweep(functools.partial(_join_point, records, target), {"chunk": list(chunks)}, **options)
+        frames.append(joins.assign(way="list + join"))
+    policies = ["never", "flush", "close"]
+    fsyncs = sweep(
+        functools.partial(_fsync_point, records, target, buffer_size), {"fsync": policies}, **options
+    )
+    label = f"BufferedWriter {buffer_size // 1024} KiB, fsync="
+    frames.append(fsyncs.assign(way=label + fsyncs["fsync"]).drop(columns="fsync"))
+    for chunked, subset, name in (
+        (False, records[:aiofiles_records], "aiofiles per record"),
+        (True, records, "aiofiles, 64 KiB chunks"),
+    ):
+        run = functools.partial(_aiofiles_point, subset, target, chunked)
+        frames.append(await asweep(run, {"way": [name]}, **options))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["chunk"] = frame["chunk"].fillna(0).astype(int) if "chunk" in frame else 0
+    return frame[
+        ["way", "chunk", "repeat", *[c for c in frame.columns if c not in ("way", "chunk", "repeat")]]
+    ]
+
+
+async def _aiofiles_point(records: Sequence[Any], path: Path, chunked: bool, way: str) -> dict[str, float]:
+    return await aiofiles_baseline(records, path, chunked=chunked)
+
+
+def _codec_point(raw: bytes, chunk: int, codec: str) -> dict[str, float]:
+    spec = CodecLevel.parse(codec, allow_plain=False)
+    return codec_experiment(raw, codec=spec.codec, level=spec.level, chunk=chunk)
+
+
+def codec_sweep(raw: bytes, codecs: Sequence[str], *, chunk: int, repeat: int) -> pd.DataFrame:
+    """Every "codec-level" of ``codecs`` on ``raw`` in ``chunk``-byte frames, ``repeat`` times."""
+    run = functools.partial(_codec_point, raw, chunk)
+    return sweep(run, {"codec": list(codecs)}, repeat=repeat, warmup=1, progress=False, name="compression")
+
+
+#: CompressedWriter's flush modes, and "stream": one frame for the whole file.
+FLUSH_MODES: tuple[Literal["frame", "sync", "stream"], ...] = ("frame", "sync", "stream")
+
+
+def _flush_mode_point(
+    raw: bytes, work: Path, codec: str, buffer: int, mode: Literal["frame", "sync", "stream"]
+) -> dict[str, float]:
+    spec = CodecLevel.parse(codec, allow_plain=False)
+    target = work / f"{codec}-{buffer}-{mode}"
+    try:
+        return flush_mode_experiment(
+            raw, target, codec=spec.compressed, level=spec.level, mode=mode, buffer_size=buffer
+        )
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def flush_mode_sweep(
+    raw: bytes,
+    work: str | Path,
+    *,
+    codecs: Sequence[str] = ("gzip-6", "zstd-3"),
+    buffers: Sequence[int] = (65536, 1048576),
+    repeat: int,
+) -> pd.DataFrame:
+    """CompressedWriter's flush modes (a frame per flush, a sync flush, and one stream for
+    the whole file as the crash-unsafe reference) per codec and buffer size."""
+    run = functools.partial(_flush_mode_point, raw, Path(work))
+    grid: dict[str, list[Any]] = {"codec": list(codecs), "buffer": list(buffers), "mode": list(FLUSH_MODES)}
+    return sweep(run, grid, repeat=repeat, warmup=1, progress=False, name="flush modes")
+
+
+def repetitive_sample(size: int = 3890) -> bytes:
+    """``size`` bytes of near-identical test records, like the original report's 3.9 KB
+    sample that promised a 90.8% saving."""
+    records = [
+        {"symbol": "TEST", "price": 100.0 + i * 0.1, "volume": 1000 + i, "status": "ok"} for i in range(200)
+    ]
+    return serialize(records)[:size]
+
+
+def gzip_saving(data: bytes, level: int = 6) -> float:
+    """Space saved (%) by one gzip member over all of ``data``."""
+    return codec_experiment(data, codec="gzip", level=level, chunk=len(data))["saved_pct"]
+
+
+def write_files(work: str | Path, file_records: Sequence[int], *, seed: int = 0) -> dict[int, Path]:
+    """One generated JSON-lines log per size in ``file_records``, in ``work``."""
+    files = {}
+    for count in file_records:
+        files[count] = Path(work) / f"log-{count}.jsonl"
+        write_dataset(files[count], count, seed=seed)
+    return files
+
+
+def _read_point(files: Mapping[int, Path], lookups: int, records: int, how: str) -> dict[str, float]:
+    return read_experiment(files[records], how=how, lookups=lookups)
+
+
+def read_sweep(files: Mapping[int, Path], *, lookups: int, repeat: int) -> pd.DataFrame:
+    """Every way of :data:`READ_WAYS` on every file, ``repeat`` times."""
+    run = functools.partial(_read_point, files, lookups)
+    grid: dict[str, list[Any]] = {"records": list(files), "how": list(READ_WAYS)}
+    return sweep(run, grid, repeat=repeat, warmup=1, progress=False, name="reading")
+
+
+def _compressed_read_point(files: Mapping[str, Path], file: str) -> dict[str, float]:
+    started = time.perf_counter()
+    count = sum(1 for _ in read_jsonl(files[file]))
+    seconds = time.perf_counter() - started
+    return {"records_per_s": count / seconds, "size_mb": files[file].stat().st_size / _MB}
+
+
+def compressed_read_sweep(
+    source: str | Path,
+    work: str | Path,
+    *,
+    codecs: Sequence[str] = ("gzip-6", "zstd-3", "zstd-1"),
+    repeat: int,
+) -> pd.DataFrame:
+    """``source`` rewritten with each codec, then read back whole with ``read_jsonl``."""
+    files = {}
+    for codec in codecs:
+        spec = CodecLevel.parse(codec, allow_plain=False)
+        files[codec] = Path(work) / f"{Path(source).stem}.{codec}"
+        with CompressedWriter(files[codec], spec.level, codec=spec.compressed) as writer:
+            writer.write_many(read_jsonl(source))
+    run = functools.partial(_compressed_read_point, files)
+    return sweep(run, {"file": list(codecs)}, repeat=repeat, warmup=1, progress=False, name="compressed")
+
+
+#: Compression's two objectives, and what counts as a tie: speeds within 5% (timing noise),
+#: savings within 0.1% (a rounding difference).
+CODEC_OBJECTIVES: dict[str, Literal["max", "min"]] = {"saved_pct": "max", "compress_mb_s": "max"}
+CODEC_TIES = {"compress_mb_s": 0.05, "saved_pct": 0.001}
+
+
+def codec_dominance(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The Pareto front of saving against speed over every codec level, the levels any
+    other level beats, and the levels beaten within their own codec (ties allowed)."""
+    import pandas as pd
+
+    front = pareto_front(points, CODEC_OBJECTIVES)
+    beaten = dominated(points, CODEC_OBJECTIVES, key="codec", tolerance=CODEC_TIES)
+    family = points["codec"].str.partition("-")[0]
+    within = pd.concat(
+        [
+            dominated(points[family == name], CODEC_OBJECTIVES, key="codec", tolerance=CODEC_TIES)
+            for name in family.unique()
+        ],
+        ignore_index=True,
+    )
+    return front, beaten, within

@@ -1,5 +1,6 @@
-"""What the notebooks share: checking injected parameters, turning a sweep summary into
-one row per setting, and publishing results, figures and the conclusion to the report.
+"""What the notebooks share: checking injected parameters, scratch folders that never
+outlive the kernel, turning a sweep summary into one row per setting, and publishing
+results, figures and the finding to the report.
 
 Papermill's ``-p pool_sizes "[1,2]"`` injects a *string*; the checks here say so and
 name the parameter before any work starts.
@@ -8,46 +9,50 @@ name the parameter before any work starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from numbers import Real
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from perflab._files import write_new
+from perflab._validate import check_int, check_number, check_str
 from perflab.results import Results
+from perflab.workbench.findings import Finding
+from perflab.workbench.metrics import directions, units
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["check_list", "check_value", "conclusion", "per_setting", "publish"]
+__all__ = [
+    "check_list",
+    "check_value",
+    "conclusion",
+    "per_setting",
+    "publish",
+    "remove_scratch",
+    "scratch_dir",
+]
 
 _HINT = (
     " (a value given on a command line arrived as text: perflab report reads -p values as"
     " Python literals, e.g. -p name '[1, 2]'; papermill's own command line needs -y 'name: [1, 2]')"
 )
-_KINDS = {int: "an int", float: "a number", str: "a string"}
-
-
-def _is(value: Any, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, Real) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+_CHECKS: dict[type, Callable[..., Any]] = {int: check_int, float: check_number, str: check_str}
 
 
 def check_value(name: str, value: Any, kind: type, *, minimum: float | None = None) -> Any:
-    """``value`` if it is of ``kind`` (int, float or str) and at least ``minimum``."""
-    if not _is(value, kind):
-        hint = _HINT if isinstance(value, str) else ""
-        raise TypeError(
-            f"parameter {name} must be {_KINDS[kind]}, got {type(value).__name__} {value!r}{hint}"
-        )
-    if minimum is not None and value < minimum:
-        raise ValueError(f"parameter {name} must be >= {minimum:g}, got {value!r}")
+    """``value`` if it is of ``kind`` (int, float or str) and at least ``minimum``; the
+    library's own argument checks, with the parameter named and a hint for text."""
+    if kind not in _CHECKS:
+        raise ValueError(f"kind must be one of int, float, str, got {kind!r}")
+    bounds = {} if minimum is None or kind is str else {"minimum": minimum}
+    try:
+        _CHECKS[kind](f"parameter {name}", value, **bounds)
+    except TypeError as error:
+        raise TypeError(f"{error}{_HINT if isinstance(value, str) else ''}") from None
     return value
 
 
@@ -61,10 +66,7 @@ def check_list(name: str, value: Any, kind: type, *, minimum: float | None = Non
     if not value:
         raise ValueError(f"parameter {name} is empty: give at least one value")
     for item in value:
-        if not _is(item, kind):
-            raise TypeError(f"parameter {name} must hold only {kind.__name__} values, got {item!r}")
-        if minimum is not None and item < minimum:
-            raise ValueError(f"parameter {name} values must be >= {minimum:g}, got {item!r}")
+        check_value(f"{name} values", item, kind, minimum=minimum)
     return list(value)
 
 
@@ -88,40 +90,54 @@ def conclusion(text: str) -> Any:
     return Markdown(text)
 
 
+_SCRATCH: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def scratch_dir(name: str) -> Path:
+    """A temporary folder for a notebook's scratch files. It is removed when the kernel
+    exits, also after a cell failed (a finalizer of the folder, run at interpreter exit),
+    or by :func:`remove_scratch` at the end of a notebook."""
+    folder = tempfile.TemporaryDirectory(prefix=f"perflab-{name}-")
+    _SCRATCH.append(folder)
+    return Path(folder.name)
+
+
+def remove_scratch() -> None:
+    """Remove every scratch folder this kernel made."""
+    while _SCRATCH:
+        _SCRATCH.pop().cleanup()
+
+
 def publish(
     output_dir: str | os.PathLike[str],
     name: str,
     frame: pd.DataFrame,
     *,
     parameters: Sequence[str],
-    summary: Mapping[str, Any],
+    finding: Finding,
     figures: Mapping[str, Figure] | None = None,
-    units: Mapping[str, str] | None = None,
-    higher_is_better: Mapping[str, bool] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Save a notebook's results where ``perflab report`` collects them.
 
-    Writes ``results.json`` (raw values + metadata, the shared format), ``results.csv``
-    (tidy), ``summary.csv`` (medians and spread per setting), ``figures/*.png`` and
-    ``summary.json`` (title, key figure, recommended settings, conclusion) into
-    ``output_dir``. An empty ``output_dir`` (a notebook run by hand) saves nothing.
+    Writes ``results.json`` (raw values + metadata, the shared format, with each metric's
+    unit and direction from :mod:`perflab.workbench.metrics`), ``results.csv`` (tidy),
+    ``summary.csv`` (medians and spread per setting), ``figures/*.png`` and
+    ``summary.json`` (the finding: title, key figure and the value behind it, recommended
+    settings, conclusion) into ``output_dir``. An empty ``output_dir`` (a notebook run by
+    hand) saves nothing.
     """
     if not output_dir:
         return None
-    for key in ("title", "key_figure", "recommended", "conclusion"):
-        if key not in summary:
-            raise ValueError(f"summary must have {key!r}")
     directory = Path(output_dir)
     (directory / "figures").mkdir(parents=True, exist_ok=True)
     metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
-    directions = {m: v for m, v in (higher_is_better or {}).items() if m in metrics}
     results = Results.from_frame(
         frame,
         name,
         parameters,
-        units={m: u for m, u in (units or {}).items() if m in metrics},
-        higher_is_better=directions,
+        units=units(metrics),
+        higher_is_better=directions(metrics),
         extra=dict(extra or {}),
     )
     results.dump(directory / "results.json", replace=True)
@@ -129,6 +145,8 @@ def publish(
     results.summarize().to_csv(directory / "summary.csv", index=False)
     for figure_name, figure in (figures or {}).items():
         figure.savefig(directory / "figures" / f"{figure_name}.png", dpi=110)
-    payload = orjson.dumps(dict(summary), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    # The first figure is the notebook's main one: the report shows it beside the finding.
+    saved = {**finding.as_dict(), "figures": [f"figures/{name}.png" for name in figures or {}]}
+    payload = orjson.dumps(saved, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     write_new(directory / "summary.json", payload, replace=True)
     return directory

@@ -12,15 +12,22 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "READ_PANELS",
     "ecdf_plot",
     "line_with_spread",
     "pareto_plot",
     "plot_batch_sweep",
+    "plot_before_after",
+    "plot_codec_front",
+    "plot_collector_search",
     "plot_pool_sweep",
     "plot_rate_sweep",
+    "plot_read_sweep",
+    "plot_sample_promises",
+    "plot_write_sweep",
 ]
 
-IDEAL_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
+IDEAL_STYLE: dict[str, Any] = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
 
 
 def _figure(panels: int, width: float = 5.2, height: float = 3.8) -> tuple[Figure, list[Axes]]:
@@ -199,4 +206,160 @@ def plot_batch_sweep(points: pd.DataFrame, front: pd.DataFrame, *, arrival_rate:
     ax.axhline(arrival_rate, color="black", label=f"arrival rate {arrival_rate:g}/s (ideal)", **IDEAL_STYLE)
     ax.set_xscale("log")
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_write_sweep(summary: pd.DataFrame, ways: pd.DataFrame) -> Figure:
+    """Write speed and page faults against buffer size, per ``max_writes``, beside list +
+    join by chunk size, the floor (ideal) and the per-record ways. ``ways`` is the tidy
+    frame of :func:`perflab.workbench.io_experiments.write_ways`."""
+    from perflab.results import summarize
+
+    fig, (speed, faults) = _figure(2, width=5.5, height=4)
+    for value in summary["max_writes"].drop_duplicates():
+        rows = summary[summary["max_writes"] == value]
+        label = f"BufferedWriter, max_writes={value:,}"
+        line_with_spread(speed, rows, "buffer_size", "mb_per_s", label=label)
+        line_with_spread(faults, rows, "buffer_size", "minor_faults", label=label)
+    joins = ways[ways["way"] == "list + join"]
+    if not joins.empty:
+        by_chunk = summarize(joins.drop(columns="way"), ["chunk"], ["mb_per_s", "minor_faults"])
+        line_with_spread(speed, by_chunk, "chunk", "mb_per_s", label="list + join (chunk size)")
+        line_with_spread(faults, by_chunk, "chunk", "minor_faults", label="list + join (chunk size)")
+    medians = ways.groupby("way", sort=False)["mb_per_s"].median()
+    floor = "floor: serialize all + one write"
+    speed.axhline(medians[floor], color="black", label=f"{floor} (ideal)", **IDEAL_STYLE)
+    left = float(summary["buffer_size"].min())
+    for name in ("orjson per record, buffered file", "json.dumps per record, unbuffered"):
+        speed.axhline(medians[name], linestyle=":", color="grey")
+        speed.annotate(name, (left, medians[name]), fontsize=7, va="bottom")
+    speed.set(xscale="log", xlabel="buffer_size (bytes)", ylabel="MB/s", title="Write speed")
+    faults.set(
+        xscale="log",
+        yscale="symlog",
+        xlabel="buffer_size (bytes)",
+        ylabel="minor page faults per run",
+        title="Page faults (the allocator cliff)",
+    )
+    for ax in (speed, faults):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+#: The reading notebook's panels: title, ways, unit.
+READ_PANELS = (
+    ("Sequential lines", ("open lines", "mmap lines"), "lines/s"),
+    ("Parsed records", ("json.loads records", "mmap records", "read_jsonl records"), "records/s"),
+    ("Random lines (index build included)", ("python index + seek", "mmap line(i)"), "lookups/s"),
+)
+
+
+def plot_read_sweep(summary: pd.DataFrame) -> Figure:
+    """Lines, records and random lookups per second against file size, each way with its
+    spread."""
+    fig, axes = _figure(3, width=5, height=4)
+    for ax, (title, names, unit) in zip(axes, READ_PANELS, strict=True):
+        for name in names:
+            line_with_spread(ax, summary[summary["how"] == name], "records", "per_s", label=name)
+        ax.set(xscale="log", xlabel="file size (records)", ylabel=unit, title=title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_codec_front(points: pd.DataFrame, front: pd.DataFrame, *, flush_bytes: int) -> Figure:
+    """Space saved against compress speed per codec level, the Pareto front joined."""
+    fig = pareto_plot(
+        points,
+        front,
+        x="compress_mb_s",
+        y="saved_pct",
+        label=lambda row: str(row["codec"]),
+        xlabel="compress MB/s (log)",
+        ylabel="space saved (%)",
+        title=f"Saving against speed, {flush_bytes // 1024} KiB frames",
+    )
+    fig.axes[0].set_xscale("log")
+    return fig
+
+
+def plot_sample_promises(
+    windows: Mapping[str, Sequence[float]], *, whole: float, whole_mb: float, repetitive: float
+) -> Figure:
+    """What samples of each size promise (box per size) against the whole data set and a
+    3.9 KB repetitive sample."""
+    fig, (ax,) = _figure(1, width=7, height=4)
+    ax.boxplot(list(windows.values()), tick_labels=list(windows))
+    ax.axhline(whole, color="black", linestyle="--", label=f"whole data set {whole_mb:.1f} MB: {whole:.1f}%")
+    label = f"3.9 KB of repetitive test records: {repetitive:.1f}%"
+    ax.axhline(repetitive, color="crimson", linestyle=":", label=label)
+    ax.set(ylabel="space saved by gzip-6 (%)", title="What a sample promises")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_before_after(frame: pd.DataFrame, metrics: Sequence[str], *, column: str = "version") -> Figure:
+    """One bar pair per metric: the median before and after, with min-max whiskers."""
+    fig, axes = _figure(len(metrics), width=3, height=3.4)
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = [frame[frame[column] == v][metric] for v in ("before", "after")]
+        medians = [v.median() for v in values]
+        low = [m - v.min() for m, v in zip(medians, values, strict=True)]
+        high = [v.max() - m for m, v in zip(medians, values, strict=True)]
+        ax.bar(["before", "after"], medians, yerr=[low, high], capsize=4, color=["#c44e52", "#55a868"])
+        ax.set_title(metric, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Before and after the advice (median, min-max whiskers)")
+    return fig
+
+
+def plot_collector_search(
+    searched: pd.DataFrame,
+    chosen: Mapping[str, Any] | None,
+    codecs: pd.DataFrame,
+    *,
+    target_s: float,
+    budget_s: float,
+    floor_s: float,
+    server_cap: int,
+) -> Figure:
+    """The worst cycle against pool size per rate (every setting the search measured),
+    with the target, the budget, the server's floor and cap; and the log codecs' CPU
+    against size."""
+    fig, (surface, costs) = _figure(2, width=6, height=4.2)
+    worst = searched.groupby(["rate", "pool_size"], as_index=False)["cycle_s"].max()
+    for rate, rows in worst.groupby("rate"):
+        surface.plot(rows["pool_size"], rows["cycle_s"], "o-", label=f"rate {rate:,.0f}/s")
+    surface.axhline(target_s, color="crimson", linestyle="--", label=f"target {target_s:g} s")
+    budget = "budget (target less margin)"
+    surface.axhline(budget_s, color="crimson", linestyle=":", linewidth=1, label=budget)
+    surface.axhline(floor_s, color="black", label=f"floor {floor_s:.2f} s (server limits)", **IDEAL_STYLE)
+    surface.axvline(server_cap, color="grey", linestyle="--", linewidth=1, label=f"server cap {server_cap}")
+    if chosen is not None:
+        surface.plot(
+            [chosen["pool_size"]],
+            [chosen["cycle_worst_s"]],
+            "*",
+            markersize=16,
+            color="gold",
+            markeredgecolor="black",
+            label="chosen",
+        )
+    surface.set(
+        xlabel="pool size (connections)", ylabel="worst cycle (s)", title="Cycle time against pool size"
+    )
+    surface.grid(True, alpha=0.3)
+    surface.legend(fontsize=7)
+    for _, row in codecs.iterrows():
+        costs.plot(row["cpu_ms_per_cycle"], row["log_kb_per_cycle"], "o")
+        costs.annotate(
+            row["codec"],
+            (row["cpu_ms_per_cycle"], row["log_kb_per_cycle"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    costs.set(xlabel="CPU per cycle (ms)", ylabel="log per cycle (KiB)", title="Log codec: CPU against size")
+    costs.grid(True, alpha=0.3)
     return fig

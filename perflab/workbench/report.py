@@ -271,56 +271,86 @@ def _write_run_json(report: ReportRun, metadata: dict[str, Any], seconds: float)
 
 
 def _write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
+    """One card per notebook: its main figure as a thumbnail (linked to the full size),
+    the key figure, the recommended settings and the conclusion, then its files."""
     esc = html.escape
-    rows = []
+    cards = []
     for run in report.notebooks:
         summary = run.summary or {}
+        folder = report.directory / run.name
         recommended = summary.get("recommended") or {}
-        settings = "<br>".join(f"<b>{esc(str(k))}</b> = {esc(str(v))}" for k, v in recommended.items()) or "—"
-        folder = f"{run.name}/"
-        files = " · ".join(
-            f'<a href="{folder}{f}">{f}</a>'
+        settings = "".join(f"<li><b>{esc(str(k))}</b> = {esc(str(v))}</li>" for k, v in recommended.items())
+        figures = [f for f in summary.get("figures", []) if (folder / f).exists()]
+        figures += [
+            f"figures/{p.name}"
+            for p in sorted((folder / "figures").glob("*.png"))
+            if f"figures/{p.name}" not in figures
+        ]
+        thumb = '<div class="nofig">no figure</div>'
+        if figures:
+            main = f"{run.name}/{figures[0]}"
+            thumb = f'<a href="{main}"><img src="{main}" alt="{esc(run.name)}: main figure"></a>'
+
+        links = [f'<a href="{run.name}.html">notebook</a>']
+        links += [
+            f'<a href="{run.name}/{f}">{f}</a>'
             for f in ("results.json", "results.csv", "summary.csv")
-            if (report.directory / run.name / f).exists()
-        )
-        figures = " · ".join(
-            f'<a href="{folder}figures/{p.name}">{esc(p.stem)}</a>'
-            for p in sorted((report.directory / run.name / "figures").glob("*.png"))
-        )
+            if (folder / f).exists()
+        ]
+        links += [f'<a href="{run.name}/{f}">{esc(Path(f).stem)}</a>' for f in figures[1:]]
         status = "ok" if run.status == "ok" else f"FAILED: {run.failure}"
-        title = esc(summary.get("title", run.name))
-        text = _inline_markdown(str(summary.get("conclusion", "")))
-        rows.append(
-            f"<tr class='{run.status}'><td><a href='{run.name}.html'>{title}</a>"
-            f"<br><small>{esc(run.name)}</small></td><td>{esc(status)}</td><td>{run.seconds:.1f} s</td>"
-            f"<td>{esc(str(summary.get('key_figure', '—')))}</td><td>{settings}</td>"
-            f"<td>{text}</td><td>{files}<br>{figures}</td></tr>"
+        cards.append(
+            f"""<section class="card {run.status}">
+<div class="figure">{thumb}</div>
+<div class="text">
+<h2><a href="{run.name}.html">{esc(summary.get("title", run.name))}</a></h2>
+<p class="meta">{esc(run.name)} · <span class="status">{esc(status)}</span> · {run.seconds:.1f} s</p>
+<p class="key">{esc(str(summary.get("key_figure", "")))}</p>
+<ul class="settings">{settings}</ul>
+<p class="conclusion">{_inline_markdown(str(summary.get("conclusion", "")))}</p>
+<p class="files">{" · ".join(links)}</p>
+</div>
+</section>"""
         )
     machine = (
         f"{metadata['cpu_model']}, {metadata['cpu_count']} CPUs, {metadata['memory_total_gb']} GiB, "
         f"{metadata['os']}, Python {metadata['python']}, load {metadata['load_average']}"
     )
     commit = (metadata.get("git") or {}).get("commit", "no git")
+    ok = sum(r.status == "ok" for r in report.notebooks)
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>perflab report {esc(report.directory.name)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>perflab report {esc(report.directory.name)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; width: 100%; }}
-td, th {{ border: 1px solid #ccc; padding: 6px; vertical-align: top; font-size: 14px; }}
-tr.failed td {{ background: #fde8e8; }}
-th {{ background: #f3f3f3; text-align: left; }}
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em;
+        color: #222; line-height: 1.4; }}
+h1 {{ font-size: 1.5em; margin-bottom: 0.2em; }}
+.card {{ display: flex; gap: 1.2em; border: 1px solid #ddd; border-radius: 6px; padding: 1em;
+         margin: 1em 0; background: #fff; }}
+.card.failed {{ background: #fde8e8; border-color: #e0a0a0; }}
+.figure {{ flex: 0 0 340px; }}
+.figure img {{ width: 340px; height: auto; border: 1px solid #eee; }}
+.nofig {{ width: 340px; height: 120px; display: flex; align-items: center; justify-content: center;
+          color: #999; border: 1px dashed #ccc; }}
+.text {{ flex: 1; min-width: 0; }}
+.text h2 {{ font-size: 1.15em; margin: 0 0 0.2em; }}
+.meta {{ color: #666; font-size: 0.85em; margin: 0; }}
+.failed .status {{ color: #a00; font-weight: bold; }}
+.key {{ font-size: 1.1em; font-weight: 600; margin: 0.5em 0 0.3em; }}
+.settings {{ margin: 0.2em 0 0.5em; padding-left: 1.2em; font-size: 0.92em; }}
+.conclusion {{ font-size: 0.92em; }}
+.files {{ font-size: 0.82em; color: #666; }}
+code {{ background: #f3f3f3; padding: 0 0.2em; }}
+@media (max-width: 800px) {{ .card {{ flex-direction: column; }} .figure, .figure img {{ width: 100%; }} }}
 </style></head><body>
 <h1>perflab report: {esc(report.directory.name)}</h1>
-<p>Profile <b>{esc(report.profile)}</b> · {sum(r.status == "ok" for r in report.notebooks)} of
-{len(report.notebooks)} notebooks ok · {esc(metadata["time"])} · commit {esc(str(commit))}</p>
-<p><small>{esc(machine)} · <a href="run.json">run.json</a></small></p>
-<table><thead><tr><th>notebook</th><th>status</th><th>duration</th><th>key figure</th>
-<th>recommended settings</th><th>conclusion</th><th>results</th></tr></thead>
-<tbody>
-{"".join(rows)}
-</tbody></table>
-<p><small>Every figure is a median of repeated runs with its spread in the notebook's plots;
-compare two runs with <code>perflab compare RUN_A RUN_B</code>.</small></p>
+<p>Profile <b>{esc(report.profile)}</b> · {ok} of {len(report.notebooks)} notebooks ok ·
+{esc(metadata["time"])} · commit {esc(str(commit))}</p>
+<p class="meta">{esc(machine)} · <a href="run.json">run.json</a></p>
+{"".join(cards)}
+<p class="meta">Every figure is a median of repeated runs with its spread in the notebook's plots;
+compare two runs with <code>perflab compare RUN_A RUN_B</code>.</p>
 </body></html>
 """
     report.index.write_text(page, encoding="utf-8")

@@ -1,0 +1,520 @@
+"""What each notebook concludes, computed from its measurements.
+
+Every sentence of a conclusion and every recommended value comes from the data passed in:
+a claim ("more connections only draw 429s") is made only when the numbers show it, and
+is replaced by what they do show otherwise. A :class:`Finding` also names the value
+behind its key figure (metric, setting, statistic), so a test can hold it against the
+saved ``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from perflab.analysis import Knee
+
+__all__ = [
+    "Finding",
+    "KeyValue",
+    "batching",
+    "collector",
+    "compression",
+    "profiler",
+    "ratelimit",
+    "reading",
+    "taskpool",
+    "writes",
+]
+
+#: Throughput within this much of a smaller setting's counts as "no gain" (timing noise).
+NO_GAIN = 0.05
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyValue:
+    """The measured value a key figure quotes: ``statistic`` of ``metric`` at ``point``."""
+
+    metric: str
+    point: dict[str, Any]
+    value: float
+    statistic: Literal["median", "min", "max"] = "median"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finding:
+    """A notebook's result for the report: its title, key figure (and the value behind
+    it), the recommended settings and the conclusion in Markdown."""
+
+    title: str
+    key_figure: str
+    recommended: dict[str, Any]
+    conclusion: str
+    key_value: KeyValue | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _median(summary: pd.DataFrame, metric: str, **point: Any) -> float:
+    rows = summary[summary["metric"] == metric]
+    for column, value in point.items():
+        rows = rows[rows[column] == value]
+    if len(rows) != 1:
+        raise ValueError(f"expected one {metric} row at {point}, found {len(rows)}")
+    return float(rows["median"].iloc[0])
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+# --------------------------------------------------------------------------- asyncio
+
+
+def taskpool(
+    summary: pd.DataFrame,
+    baselines: pd.DataFrame,
+    knees: Mapping[str, Knee],
+    *,
+    server_cap: int,
+    knee_fraction: float,
+) -> Finding:
+    """The pool size at the knee of throughput for the last (hardest) latency, against one
+    call at a time (``baselines``: the tidy baseline sweep); what pool sizes past the first
+    429 bought."""
+    worst = list(knees)[-1]
+    best = knees[worst]
+    at = summary[summary["latency"] == worst]
+    sequential = float(
+        baselines[(baselines["baseline"] == "sequential") & (baselines["latency"] == worst)][
+            "throughput"
+        ].median()
+    )
+    rejected = at[(at["metric"] == "rejected_per_s") & (at["median"] > 0)]
+    text = (
+        f"With latency `{worst}`, throughput reaches {knee_fraction:.0%} of its best "
+        f"({best.best_y:,.0f}/s at {best.best_x}) at **max_concurrent = {best.x}** "
+        f"({best.y:,.0f}/s, {best.y / sequential:,.1f}x one-at-a-time). "
+    )
+    if rejected.empty:
+        text += f"No setting drew 429s from the server's cap of {server_cap}. "
+    else:
+        first = int(rejected["max_concurrent"].min())
+        larger = sorted(int(x) for x in set(at["max_concurrent"]) if x > first)
+        base = _median(at, "throughput", max_concurrent=first)
+        text += f"From {first} concurrent calls the server's cap of {server_cap} answers 429s"
+        if larger:
+            top = larger[-1]
+            gain = max(_median(at, "throughput", max_concurrent=x) for x in larger) / base - 1
+            r_first = _median(at, "rejected_per_s", max_concurrent=first)
+            r_top = _median(at, "rejected_per_s", max_concurrent=top)
+            cpu_first = _median(at, "cpu_us_per_call", max_concurrent=first)
+            cpu_top = _median(at, "cpu_us_per_call", max_concurrent=top)
+            if gain < NO_GAIN and r_top > r_first:
+                text += (
+                    f": more workers (up to {top}) gained at most {gain:+.1%} throughput while 429s rose "
+                    f"from {r_first:,.0f}/s to {r_top:,.0f}/s and CPU per call from {cpu_first:,.0f} to "
+                    f"{cpu_top:,.0f} us. "
+                )
+            else:
+                text += (
+                    f"; more workers (up to {top}) still gained {gain:+.1%} throughput, with 429s at "
+                    f"{r_first:,.0f}/s -> {r_top:,.0f}/s. "
+                )
+        else:
+            text += ". "
+    text += f"Recommended: `TaskPool(max_concurrent={best.x})`."
+    return Finding(
+        title="Task pool: concurrency against a capped API",
+        key_figure=f"{best.y:,.0f} req/s at max_concurrent={best.x} ({worst})",
+        recommended={"max_concurrent": _scalar(best.x)},
+        conclusion=text,
+        key_value=KeyValue("throughput", {"max_concurrent": best.x, "latency": worst}, best.y),
+    )
+
+
+def ratelimit(summary: pd.DataFrame, *, server_rate: float, server_burst: float) -> Finding:
+    """How far the achieved rate strays from its target, the fastest setting that drew no
+    429 in any run, and what rates past the server's limit and bursts past its burst drew."""
+    error = summary[summary["metric"] == "rate_error_pct"]
+    worst = error.iloc[int(error["median"].abs().to_numpy().argmax())]
+    rejected = summary[summary["metric"] == "rejected_per_s"]
+    clean = rejected[rejected["max"] == 0]
+    safe = clean.sort_values(["rate", "burst"], ascending=[False, False]).iloc[0] if not clean.empty else None
+    text = (
+        f"Across the grid the achieved rate stays within {abs(worst['median']):.2f}% of its target "
+        f"(worst: rate {worst['rate']:g}, burst {int(worst['burst'])}). "
+    )
+    if safe is not None:
+        text += (
+            f"The fastest setting that drew no 429 in any run is **rate {safe['rate']:g}/s with burst "
+            f"{int(safe['burst'])}**. "
+        )
+    else:
+        text += "Every setting drew 429s in some run: lower the rate. "
+    above = rejected[rejected["rate"] > server_rate]
+    if not above.empty:
+        spared = above[above["median"] == 0]
+        if spared.empty:
+            text += f"Every rate above the server's {server_rate:g}/s drew 429s with every burst measured. "
+        else:
+            pairs = ", ".join(f"{r['rate']:g}/s burst {int(r['burst'])}" for _, r in spared.iterrows())
+            text += f"Above the server's {server_rate:g}/s, these drew no 429 in the median run: {pairs}. "
+    bursty = rejected[(rejected["rate"] <= server_rate) & (rejected["burst"] > server_burst)]
+    if not bursty.empty:
+        hit = int((bursty["median"] > 0).sum())
+        text += (
+            f"Below the limit, {hit} of {len(bursty)} settings with a burst above the server's "
+            f"({server_burst:g}) drew 429s in the median run."
+        )
+    recommended = {"rate": float(safe["rate"]), "burst_size": int(safe["burst"])} if safe is not None else {}
+    key = f"rate error within {abs(worst['median']):.2f}%"
+    if safe is not None:
+        key += f"; {safe['rate']:g}/s burst {int(safe['burst'])} draws no 429"
+    return Finding(
+        title="Rate limit: achieved rate, waits and 429s",
+        key_figure=key,
+        recommended=recommended,
+        conclusion=text.strip(),
+        key_value=KeyValue(
+            "rate_error_pct",
+            {"rate": float(worst["rate"]), "burst": _scalar(worst["burst"])},
+            float(worst["median"]),
+        ),
+    )
+
+
+def batching(
+    points: pd.DataFrame, front: pd.DataFrame, *, arrival_rate: float, latency_budget_ms: float
+) -> Finding:
+    """The cheapest setting (fewest sink calls) that keeps up with arrivals within the
+    latency budget; which settings fall behind."""
+    keeps_up = points[points["throughput"] >= 0.95 * arrival_rate]
+    within = keeps_up[keeps_up["item_p99_ms"] <= latency_budget_ms]
+    pool = within if not within.empty else keeps_up if not keeps_up.empty else points
+    choice = pool.sort_values(["sink_calls_per_s", "item_p99_ms"]).iloc[0]
+    slowest = points.sort_values("throughput").iloc[0]
+    text = (
+        f"{len(front)} of {len(points)} settings are on the Pareto front of throughput against "
+        "p99 item latency. "
+    )
+    if slowest["throughput"] < 0.95 * arrival_rate:
+        text += (
+            f"Batches of {int(slowest['batch_size'])} land {slowest['throughput']:,.0f} items/s against "
+            f"{arrival_rate:,.0f} arriving: the per-call cost makes the sink fall behind and items queue "
+            f"(p99 {slowest['item_p99_ms']:,.0f} ms). "
+        )
+    else:
+        text += f"Every setting keeps up with {arrival_rate:,.0f} items/s arriving. "
+    setting = f"**batch_size={int(choice['batch_size'])}, flush_interval={choice['flush_interval']:g} s**"
+    if not within.empty:
+        text += (
+            f"The cheapest setting that keeps up within the {latency_budget_ms:g} ms budget is {setting}: "
+        )
+    else:
+        text += f"No setting meets the {latency_budget_ms:g} ms budget; the closest is {setting}: "
+    text += (
+        f"{choice['throughput']:,.0f} items/s, p99 {choice['item_p99_ms']:,.1f} ms, "
+        f"{choice['sink_calls_per_s']:,.0f} sink calls/s."
+    )
+    point = {"batch_size": int(choice["batch_size"]), "flush_interval": float(choice["flush_interval"])}
+    return Finding(
+        title="Batching: throughput against item latency",
+        key_figure=f"{choice['throughput']:,.0f} items/s at p99 {choice['item_p99_ms']:,.1f} ms",
+        recommended=dict(point),
+        conclusion=text,
+        key_value=KeyValue("throughput", point, float(choice["throughput"])),
+    )
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def writes(
+    summary: pd.DataFrame, ways: pd.DataFrame, best: Knee, *, max_writes: int, records: int
+) -> Finding:
+    """The buffer size at the knee of write speed, against the floor and the usual ways;
+    what joining large chunks and fsync cost, as measured. ``ways`` is the tidy frame of
+    :func:`perflab.workbench.io_experiments.write_ways`."""
+    medians = ways.groupby(["way", "chunk"], sort=False, as_index=False).median(numeric_only=True)
+    by_way = medians.groupby("way", sort=False).first()
+    floor = float(by_way["mb_per_s"]["floor: serialize all + one write"])
+    naive = float(by_way["records_per_s"]["json.dumps per record, unbuffered"])
+    orjson_file = float(by_way["records_per_s"]["orjson per record, buffered file"])
+    chosen = _median(summary, "records_per_s", buffer_size=best.x, max_writes=max_writes)
+    faults_here = _median(summary, "minor_faults", buffer_size=best.x, max_writes=max_writes)
+    text = (
+        f"BufferedWriter reaches 95% of its best speed ({best.best_y:,.0f} MB/s) at "
+        f"**buffer_size = {best.x:,}** ({best.y:,.0f} MB/s, {best.y / floor:.2f}x the floor of "
+        f"serializing everything and writing once). It writes {chosen / naive:,.1f}x as many records "
+        "per second as `json.dumps` per unbuffered record and "
+        f"{chosen / orjson_file:.2f}x orjson per record into Python's buffered file. "
+    )
+    joins = medians[medians["way"] == "list + join"]
+    big = joins[joins["chunk"] >= 1 << 20]
+    if not big.empty:
+        worst = big.iloc[int(big["minor_faults"].to_numpy().argmax())]
+        per_record = worst["minor_faults"] / records
+        text += (
+            f"Joining a list of lines into {int(worst['chunk']) // 1024:,} KiB chunks took "
+            f"{worst['minor_faults']:,.0f} minor page faults per run ({per_record:.2f} per record; "
+            f"BufferedWriter at {best.x:,}: {faults_here:,.0f}) and ran at {worst['mb_per_s']:,.0f} MB/s. "
+        )
+    fsync = [w for w in by_way.index if "fsync=flush" in w]
+    never = [w for w in by_way.index if "fsync=never" in w]
+    if fsync and never:
+        cost = by_way.loc[fsync[0], "records_per_s"] / by_way.loc[never[0], "records_per_s"]
+        text += (
+            f"fsync after every flush keeps {cost:.0%} of the speed: use it only where a power cut must not "
+            "lose records (a kill -9 loses nothing flushed anyway)."
+        )
+    return Finding(
+        title="Buffered writes: buffer size against the floor",
+        key_figure=f"{best.y:,.0f} MB/s at buffer_size={best.x:,} ({best.y / floor:.2f}x the floor)",
+        recommended={"buffer_size": _scalar(best.x), "max_writes": int(max_writes)},
+        conclusion=text.strip(),
+        key_value=KeyValue("mb_per_s", {"buffer_size": best.x, "max_writes": max_writes}, best.y),
+    )
+
+
+def compression(
+    points: pd.DataFrame,
+    front: pd.DataFrame,
+    dominated_within: pd.DataFrame,
+    modes: pd.DataFrame,
+    windows: Mapping[str, Sequence[float]],
+    *,
+    whole_saved: float,
+    repetitive_saved: float,
+    min_compress_mb_s: float,
+    max_frame_cost: float,
+) -> Finding:
+    """The best saving on the Pareto front at an acceptable speed; whether a frame per
+    flush (readable by standard tools after a crash) costs little enough against a sync
+    flush (``max_frame_cost`` points of saving) at each buffer size; what samples promise.
+    ``modes`` holds the medians by codec, buffer and mode."""
+    import pandas as pd
+
+    fast = front[front["compress_mb_s"] >= min_compress_mb_s]
+    choice = (fast if not fast.empty else front).sort_values("saved_pct", ascending=False).iloc[0]
+    text = (
+        f"On the Pareto front of saving against speed, the best saving at >= {min_compress_mb_s:g} MB/s is "
+        f"**{choice['codec']}**: {choice['saved_pct']:.1f}% saved at {choice['compress_mb_s']:,.0f} MB/s. "
+    )
+    beaten = "; ".join(f"{row.dominated} by {row.by}" for row in dominated_within.itertuples()) or "none"
+    text += f"Within their own codec, beaten on both saving and speed: {beaten}. "
+    saved = modes.set_index(["codec", "buffer", "mode"])["saved_pct"]
+    costs = {
+        (codec, buffer): float(saved[(codec, buffer, "sync")] - saved[(codec, buffer, "frame")])
+        for codec, buffer in {(c, b) for c, b, _ in saved.index}
+    }
+    family = str(choice["codec"]).partition("-")[0]
+    mode_codec = next((c for c in sorted({c for c, _ in costs}) if c.startswith(family)), None)
+    if mode_codec is None:  # isal writes gzip: judge by gzip
+        mode_codec = next(c for c in sorted({c for c, _ in costs}) if c.startswith("gzip"))
+    buffers = sorted(b for c, b in costs if c == mode_codec)
+    frame_cost = costs[(mode_codec, buffers[0])]
+    flush_mode = "frame" if frame_cost <= max_frame_cost else "sync"
+    text += (
+        f"A frame per {buffers[0] // 1024} KiB flush, which keeps every flushed record readable by "
+        f"`zcat`/`zstd -d` after a kill, costs {mode_codec} {frame_cost:.2f} points of saving "
+        "against a sync flush "
+        f"({'within' if flush_mode == 'frame' else 'past'} the {max_frame_cost:g}-point allowance: "
+        f'flush_mode="{flush_mode}")'
+    )
+    if len(buffers) > 1:
+        large = costs[(mode_codec, buffers[-1])]
+        trend = "less" if large < frame_cost else "no less"
+        text += f"; at {buffers[-1] // 1024} KiB buffers it costs {large:.2f} points ({trend}). "
+    else:
+        text += ". "
+    medians = {name: float(pd.Series(values).median()) for name, values in windows.items()}
+    furthest = max(medians, key=lambda name: abs(medians[name] - whole_saved))
+    text += (
+        f"Samples mislead: {furthest} promise {medians[furthest]:.1f}% against {whole_saved:.1f}% "
+        f"for the whole set, and 3.9 KB of repetitive test records promise {repetitive_saved:.1f}%."
+    )
+    codec, _, level = str(choice["codec"]).partition("-")
+    return Finding(
+        title="Compression: codec and level for the log",
+        key_figure=(
+            f"{choice['codec']}: {choice['saved_pct']:.1f}% saved at {choice['compress_mb_s']:,.0f} MB/s"
+        ),
+        recommended={"codec": codec, "compression_level": int(level), "flush_mode": flush_mode},
+        conclusion=text,
+        key_value=KeyValue("saved_pct", {"codec": choice["codec"]}, float(choice["saved_pct"])),
+    )
+
+
+#: The reading notebook's ways, by what they are for.
+READ_TASKS = {
+    "lines": ("open lines", "mmap lines"),
+    "whole logs": ("json.loads records", "mmap records", "read_jsonl records"),
+    "random access": ("python index + seek", "mmap line(i)"),
+}
+
+
+def reading(table: pd.DataFrame, compressed: pd.DataFrame, *, records: int) -> Finding:
+    """For each task, the fastest way at the largest file (``records``), with its margin
+    over the runner-up; what compressed logs cost to read back. ``table`` is one row per
+    (records, how) with ``per_s``; ``compressed`` the medians by ``file``."""
+    at = table[table["records"] == records].set_index("how")["per_s"]
+    recommended, parts = {}, []
+    for task, ways in READ_TASKS.items():
+        speeds = at[[w for w in ways if w in at.index]].sort_values(ascending=False)
+        recommended[task] = str(speeds.index[0])
+        margin = speeds.iloc[0] / speeds.iloc[1] if len(speeds) > 1 else float("nan")
+        parts.append(
+            f"for {task}, **{speeds.index[0]}** ({speeds.iloc[0]:,.0f}/s, {margin:.2f}x {speeds.index[1]})"
+        )
+    text = f"On {records:,} records the fastest ways are: " + "; ".join(parts) + ". "
+    plain = float(at["read_jsonl records"])
+    if not compressed.empty:
+        text += (
+            "Compressed logs read back with `read_jsonl` (any codec, torn tails detected) at "
+            + ", ".join(f"{name} {row.records_per_s / plain:.0%}" for name, row in compressed.iterrows())
+            + " of the plain file's speed."
+        )
+    lines_x = at["mmap lines"] / at["open lines"]
+    records_x = at["mmap records"] / at["json.loads records"]
+    lookup_x = at["mmap line(i)"] / at["python index + seek"]
+    best_whole = recommended["whole logs"]
+    return Finding(
+        title="Reading logs back: lines, records, random access",
+        key_figure=(
+            f"iter_lines {lines_x:.2f}x open(); records() {records_x:.1f}x json.loads; "
+            f"line(i) {lookup_x:.1f}x a Python index"
+        ),
+        recommended=recommended,
+        conclusion=text.strip(),
+        key_value=KeyValue("per_s", {"records": records, "how": best_whole}, float(at[best_whole])),
+    )
+
+
+# --------------------------------------------------------------------------- the collector
+
+
+def profiler(
+    side: pd.DataFrame, titles: Sequence[str], recommended: Mapping[str, Any], *, symbols: int
+) -> Finding:
+    """What the profile found, and the before/after comparison (``side``, a
+    :func:`perflab.analysis.compare_groups` table) of applying its advice."""
+    by = side.set_index("metric")
+    cycle = side[side["metric"] == "cycle_s"].iloc[0]
+    change = cycle["candidate_median"] / cycle["baseline_median"] - 1
+    text = (
+        f"The profile of the planted collector found: {'; '.join(titles) or 'nothing'}. "
+        f"With the advice applied, a cycle of {symbols:,} symbols takes "
+        f"{cycle['candidate_median']:.2f} s instead of "
+        f"{cycle['baseline_median']:.2f} s ({change:+.1%}, 95% CI [{cycle['ci_low'] - 1:+.1%}, "
+        f"{cycle['ci_high'] - 1:+.1%}], {cycle['verdict']})"
+    )
+    pieces = []
+    for metric, label, fmt in (
+        ("loop_stall_ms", "the longest loop stall", "{:,.0f} ms"),
+        ("write_calls", "write calls per cycle", "{:,.0f}"),
+        ("rejected_share", "the share of calls answered 429", "{:.0%}"),
+    ):
+        if metric in by.index:
+            row = by.loc[metric]
+            pieces.append(
+                f"{label} {fmt.format(row['baseline_median'])} -> {fmt.format(row['candidate_median'])} "
+                f"({row['verdict']})"
+            )
+    text += ("; " + ", ".join(pieces) if pieces else "") + "."
+    return Finding(
+        title="Profiling a collector: planted problems found and fixed",
+        key_figure=(
+            f"cycle {cycle['baseline_median']:.2f} s -> {cycle['candidate_median']:.2f} s ({change:+.1%})"
+        ),
+        recommended=dict(recommended),
+        conclusion=text,
+        key_value=KeyValue("cycle_s", {"version": "after"}, float(cycle["candidate_median"])),
+    )
+
+
+def collector(
+    searched: pd.DataFrame,
+    chosen: Mapping[str, Any] | None,
+    batches: pd.DataFrame,
+    codecs: pd.DataFrame,
+    *,
+    symbols: int,
+    target_cycle_s: float,
+    required_margin: float,
+    floor_s: float,
+    server_cap: int,
+    server_rate: float,
+) -> Finding:
+    """The cheapest configuration the search confirmed, what larger pools did against the
+    server's cap, and the batch size and codec chosen for it. ``searched`` holds one row
+    per measured cycle (stage, pool_size, rate, repeat, metrics)."""
+    if chosen is None:
+        text = (
+            f"No configuration met {target_cycle_s:g} s per cycle with {required_margin:.0%} margin: "
+            f"the server allows at best {floor_s:.2f} s ({symbols:,} symbols at {server_rate:g}/s "
+            "with a cap of "
+            f"{server_cap}). Raise the target or the quota."
+        )
+        return Finding(
+            title="Collector: the cheapest configuration meeting the cycle time",
+            key_figure=f"no configuration meets {target_cycle_s:g} s",
+            recommended={},
+            conclusion=text,
+        )
+    pool, rate, worst = int(chosen["pool_size"]), float(chosen["rate"]), float(chosen["cycle_worst_s"])
+    runs = int(chosen["repeats"])
+    margin = target_cycle_s - worst
+    chosen_runs = searched[
+        (searched["stage"] == chosen["stage"]) & (searched["pool_size"] == pool) & (searched["rate"] == rate)
+    ]
+    text = (
+        f"The cheapest configuration that meets {target_cycle_s:g} s per cycle for {symbols:,} symbols "
+        f"is **pool_size={pool}, rate={rate:,.0f}/s**: its worst of {runs} cycles took {worst:.3f} s, "
+        f"a margin of {margin:.3f} s ({margin / target_cycle_s:.0%}), with "
+        f"{chosen_runs['rejected_share'].median():.1%} of calls answered 429 and "
+        f"{chosen_runs['failed_per_cycle'].max():,.0f} symbols lost. "
+    )
+    beyond = searched[searched["pool_size"] > server_cap]
+    if not beyond.empty:
+        share = beyond["rejected_share"].median()
+        fastest = beyond["cycle_s"].min()
+        text += (
+            f"Pools past the server's cap of {server_cap} (measured: "
+            f"{', '.join(str(p) for p in sorted(set(beyond['pool_size'].astype(int))))}) drew "
+            f"{share:.1%} 429s (median) and their best cycle took {fastest:.3f} s"
+            + (" — no faster than the choice. " if fastest >= chosen_runs["cycle_s"].min() else ". ")
+        )
+    ok = batches[batches["cycle_s"] <= target_cycle_s * (1 - required_margin)]
+    batch = (ok if not ok.empty else batches).sort_values(["sink_calls_per_cycle", "batch_size"]).iloc[0]
+    compressed = codecs[codecs["codec"] != "plain"]
+    light = compressed[compressed["cpu_ms_per_cycle"] <= 1.5 * compressed["cpu_ms_per_cycle"].min()]
+    codec = (light if not light.empty else codecs).sort_values("log_kb_per_cycle").iloc[0]
+    plain = codecs[codecs["codec"] == "plain"]
+    text += (
+        f"Batches of {int(batch['batch_size'])} keep the sink to {batch['sink_calls_per_cycle']:.0f} "
+        "calls a cycle; "
+        f"the log as {codec['codec']} (the smallest within 1.5x the cheapest compressed codec's CPU) takes "
+        f"{codec['log_kb_per_cycle']:,.0f} KiB a cycle "
+        + (f"(plain: {plain['log_kb_per_cycle'].iloc[0]:,.0f} KiB) " if not plain.empty else "")
+        + f"for {codec['cpu_ms_per_cycle']:.1f} ms of CPU."
+    )
+    return Finding(
+        title="Collector: the cheapest configuration meeting the cycle time",
+        key_figure=f"pool {pool}, {rate:,.0f}/s: {worst:.2f} s (margin {margin:.2f} s)",
+        recommended={
+            "pool_size": pool,
+            "rate": rate,
+            "batch_size": int(batch["batch_size"]),
+            "codec": str(codec["codec"]),
+        },
+        conclusion=text,
+        key_value=KeyValue(
+            "cycle_s", {"stage": str(chosen["stage"]), "pool_size": pool, "rate": rate}, worst, "max"
+        ),
+    )

@@ -1,0 +1,160 @@
+"""Conclusions are computed from the data: the same notebook says different things when
+the measurements differ, and never claims what they do not show."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from perflab import knee, summarize
+from perflab.analysis import compare_groups
+from perflab.workbench import findings
+
+
+def pool_frame(throughput: dict[int, float], rejected: dict[int, float]) -> pd.DataFrame:
+    rows = []
+    for size, value in throughput.items():
+        for r in range(3):
+            rows.append(
+                {
+                    "max_concurrent": size,
+                    "latency": "constant:20",
+                    "repeat": r,
+                    "throughput": value * (1 + 0.001 * r),
+                    "rejected_per_s": rejected[size],
+                    "cpu_us_per_call": 40.0 + size,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+BASELINES = pd.DataFrame(
+    [{"baseline": "sequential", "latency": "constant:20", "repeat": r, "throughput": 50.0} for r in range(3)]
+)
+
+
+def taskpool_finding(throughput: dict[int, float], rejected: dict[int, float]) -> findings.Finding:
+    summary = summarize(pool_frame(throughput, rejected), ["max_concurrent", "latency"])
+    knees = {"constant:20": knee(summary, "max_concurrent", "throughput", where={"latency": "constant:20"})}
+    return findings.taskpool(summary, BASELINES, knees, server_cap=8, knee_fraction=0.95)
+
+
+def test_taskpool_says_more_workers_only_draw_429s_when_they_do() -> None:
+    flat = taskpool_finding({4: 200.0, 8: 400.0, 16: 401.0, 32: 402.0}, {4: 0, 8: 0, 16: 30, 32: 90})
+    assert (
+        "From 16 concurrent calls the server's cap of 8 answers 429s: more workers (up to 32) gained "
+        "at most +0.2% throughput while 429s rose from 30/s to 90/s" in flat.conclusion
+    )
+    assert flat.recommended == {"max_concurrent": 8}
+    assert flat.key_value is not None and flat.key_value.value == pytest.approx(400.4, rel=1e-3)
+
+
+def test_taskpool_reports_a_gain_past_the_first_429_instead_of_denying_it() -> None:
+    rising = taskpool_finding({4: 200.0, 8: 300.0, 16: 400.0, 32: 800.0}, {4: 0, 8: 5, 16: 30, 32: 90})
+    assert "still gained +166.7% throughput" in rising.conclusion
+    assert "only" not in rising.conclusion
+    quiet = taskpool_finding({4: 200.0, 8: 400.0}, {4: 0, 8: 0})
+    assert "No setting drew 429s" in quiet.conclusion
+
+
+def rate_summary(rejected: dict[tuple[float, int], float]) -> pd.DataFrame:
+    rows = [
+        {"rate": rate, "burst": burst, "repeat": r, "rejected_per_s": value, "rate_error_pct": -0.5}
+        for (rate, burst), value in rejected.items()
+        for r in range(3)
+    ]
+    return summarize(pd.DataFrame(rows), ["rate", "burst"])
+
+
+def test_ratelimit_names_the_rates_above_the_limit_that_drew_no_429() -> None:
+    every = findings.ratelimit(
+        rate_summary({(100.0, 1): 0, (400.0, 1): 50, (400.0, 20): 60}), server_rate=300, server_burst=10
+    )
+    assert "Every rate above the server's 300/s drew 429s with every burst measured" in every.conclusion
+    assert every.recommended == {"rate": 100.0, "burst_size": 1}
+    spared = findings.ratelimit(
+        rate_summary({(100.0, 1): 0, (400.0, 1): 0, (400.0, 20): 60}), server_rate=300, server_burst=10
+    )
+    assert "these drew no 429 in the median run: 400/s burst 1" in spared.conclusion
+    assert "whatever the burst" not in spared.conclusion
+    assert spared.recommended == {"rate": 400.0, "burst_size": 1}
+
+
+def modes(frame_cost: float, large_cost: float) -> pd.DataFrame:
+    rows = []
+    for codec in ("gzip-6", "zstd-3"):
+        for buffer, cost in ((65536, frame_cost), (1048576, large_cost)):
+            rows += [
+                {"codec": codec, "buffer": buffer, "mode": "frame", "saved_pct": 70.0 - cost},
+                {"codec": codec, "buffer": buffer, "mode": "sync", "saved_pct": 70.0},
+                {"codec": codec, "buffer": buffer, "mode": "stream", "saved_pct": 70.5},
+            ]
+    return pd.DataFrame(rows)
+
+
+POINTS = pd.DataFrame(
+    [
+        {"codec": "zstd-3", "saved_pct": 74.0, "compress_mb_s": 300.0},
+        {"codec": "gzip-6", "saved_pct": 72.0, "compress_mb_s": 40.0},
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("frame_cost", "large_cost", "mode", "trend"),
+    [(1.0, 0.2, "frame", "less"), (8.0, 9.0, "sync", "no less")],
+)
+def test_compression_chooses_the_flush_mode_from_its_measured_cost(
+    frame_cost: float, large_cost: float, mode: str, trend: str
+) -> None:
+    result = findings.compression(
+        POINTS,
+        POINTS.iloc[:1],
+        pd.DataFrame(columns=["dominated", "by"]),
+        modes(frame_cost, large_cost),
+        {"4 KiB windows": [80.0, 82.0], "64 KiB windows": [75.0, 76.0]},
+        whole_saved=74.0,
+        repetitive_saved=91.0,
+        min_compress_mb_s=100.0,
+        max_frame_cost=5.0,
+    )
+    assert result.recommended == {"codec": "zstd", "compression_level": 3, "flush_mode": mode}
+    assert f"({trend})" in result.conclusion
+    assert "4 KiB windows promise 81.0%" in result.conclusion
+
+
+def test_reading_recommends_the_fastest_way_measured_for_each_task() -> None:
+    speeds = {
+        "open lines": 9.0,
+        "mmap lines": 10.0,
+        "json.loads records": 1.0,
+        "mmap records": 3.0,
+        "read_jsonl records": 3.5,
+        "python index + seek": 5.0,
+        "mmap line(i)": 4.0,
+    }
+    table = pd.DataFrame([{"records": 1000, "how": how, "per_s": value} for how, value in speeds.items()])
+    result = findings.reading(table, pd.DataFrame(), records=1000)
+    assert result.recommended == {
+        "lines": "mmap lines",
+        "whole logs": "read_jsonl records",
+        "random access": "python index + seek",
+    }
+    assert "line(i) 0.8x a Python index" in result.key_figure
+
+
+def test_profiler_quotes_the_comparison_it_is_given() -> None:
+    frame = pd.DataFrame(
+        [
+            {"version": v, "repeat": r, "cycle_s": base + 0.01 * r}
+            for r in range(5)
+            for v, base in (("before", 2.0), ("after", 1.0))
+        ]
+    )
+    side = compare_groups(
+        frame, "version", "before", "after", ["cycle_s"], higher_is_better={"cycle_s": False}
+    )
+    result = findings.profiler(side, ["Event loop blocked for 120 ms"], {"max_concurrent": 16}, symbols=100)
+    assert "takes 1.02 s instead of 2.02 s (-49.5%" in result.conclusion
+    assert "faster" in result.conclusion
+    assert result.recommended == {"max_concurrent": 16}
