@@ -9,7 +9,7 @@ EXTRAS ?= dev
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: report test lint unit nbval bench lab clean
+.PHONY: report test system-deps lint unit nbval bench lab clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -24,7 +24,11 @@ report: $(STAMP)
 	$(BIN)/perflab report --profile quick
 
 ## test: lint, unit and integration tests, then nbval over every notebook
-test: lint unit nbval
+test: system-deps lint unit nbval
+
+# Debian's prometheus and chromium, for the live-metrics and report-page tests (as root).
+system-deps:
+	@sh .ci/system-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import threading
 import time
 import tracemalloc
 import warnings
@@ -21,7 +22,7 @@ import uvloop
 
 from perflab import BatchProcessor, TaskPool, TokenBucketLimiter
 
-from common import ratio, repeat, table
+from common import fmt, ratio, repeat, table
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -291,12 +292,97 @@ def bench_batch(times: int) -> None:
         print(f"  {loop_name}: worst of {len(late)} flushes {max(late) * 1e3:.3f} ms late")
 
 
+# --------------------------------------------------------------------------- exporter
+
+
+def bench_exporter(times: int) -> None:
+    """The hot path with the Prometheus exporter attached and scraped every 50 ms (a
+    harsher rate than any Prometheus) against the same code without it, runs interleaved."""
+    from perflab.exporter import Exporter
+
+    async def sink(batch: list[Any]) -> None:
+        return None
+
+    async def noop(i: int) -> int:
+        return i
+
+    def attached(exported: bool, op: str) -> Callable[[], Awaitable[float]]:
+        async def go() -> float:
+            exporter = Exporter() if exported else None
+            stop = threading.Event()
+            scraper = None
+            limiter = TokenBucketLimiter(1e9, 10**9)
+            pool = TaskPool(max_concurrent=64)
+            bp = BatchProcessor(sink, batch_size=1000, flush_interval=None)
+            if exporter is not None:
+                exporter.add_limiter("l", limiter)
+                exporter.add_pool("p", pool)
+                exporter.add_batcher("b", bp)
+                exporter.watch_loop()
+                scraper = threading.Thread(target=_scrape, args=(exporter, stop), daemon=True)
+                scraper.start()
+            n = 100_000
+            t0 = time.process_time()
+            if op == "acquire":
+                for _ in range(n):
+                    await limiter.acquire()
+            elif op == "add":
+                for i in range(n):
+                    await bp.add(i)
+            else:
+                await pool.map(noop, range(n))
+            elapsed = (time.process_time() - t0) / n
+            stop.set()
+            if scraper is not None:
+                scraper.join()
+            await bp.close()
+            return elapsed
+
+        return go
+
+    ops = {"acquire": "limiter.acquire()", "add": "BatchProcessor.add()", "map": "pool.map call"}
+    rows: dict[str, dict[str, list[float]]] = {}
+    for op, label in ops.items():
+        without, with_ = [], []
+        run("asyncio", attached(False, op))  # warm-up
+        for _ in range(times):
+            without.append(run("asyncio", attached(False, op)))
+            with_.append(run("asyncio", attached(True, op)))
+        rows[f"{label}, no exporter"] = {"asyncio": without}
+        rows[f"{label}, exporter + scrapes"] = {"asyncio": with_}
+    table("Exporter: hot-path CPU with and without it (scraped every 50 ms)", "us/op", rows, 1e6, 3)
+    for label in ops.values():
+        ratio_line(f"{label} with / without", rows, f"{label}, exporter + scrapes", f"{label}, no exporter")
+    exporter = Exporter()
+    for name in "abc":
+        exporter.add_pool(name, TaskPool())
+        exporter.add_limiter(name, TokenBucketLimiter(100))
+    scrape = repeat(lambda: _timed(exporter.text), times)
+    print(f"  one scrape (3 pools, 3 limiters): {fmt(scrape, 1e3, 2)} ms")
+
+
+def _scrape(exporter: Any, stop: threading.Event) -> None:
+    while not stop.wait(0.05):
+        exporter.text()
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (>= 5 for the report)")
-    parser.add_argument("--only", choices=["pool", "limiter", "batch"], nargs="*")
+    parser.add_argument("--only", choices=["pool", "limiter", "batch", "exporter"], nargs="*")
     args = parser.parse_args()
-    sections = {"pool": bench_pool, "limiter": bench_limiter, "batch": bench_batch}
+    sections = {
+        "pool": bench_pool,
+        "limiter": bench_limiter,
+        "batch": bench_batch,
+        "exporter": bench_exporter,
+    }
     print(__doc__.strip().splitlines()[0])
     for name in args.only or sections:
         sections[name](args.repeat)

@@ -2,8 +2,8 @@
 concurrently and log JSON lines.
 
 Two layers. The library sits flat in this package, one module per concern (taskpool,
-ratelimit, batching, writers, readers, codecs, measure, sweep, analysis, results,
-metadata, profile_result, profiler, advice, cli). The workbench, ``perflab.workbench``,
+ratelimit, batching, writers, readers, codecs, histogram, exporter, measure, sweep,
+analysis, results, metadata, profile_result, profiler, advice, cli). The workbench, ``perflab.workbench``,
 holds what the notebooks and ``perflab report`` run on (simulated services, experiments,
 the collector, findings, plots, publishing, the report); it imports the library, never
 the other way round.

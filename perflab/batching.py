@@ -35,6 +35,7 @@ from perflab._validate import (
     check_optional_int,
     check_optional_number,
 )
+from perflab.histogram import Histogram, HistogramSnapshot
 
 __all__ = ["BatchProcessor", "BatchStats", "MAX_PENDING_BATCHES"]
 
@@ -44,6 +45,10 @@ T = TypeVar("T")
 MAX_PENDING_BATCHES = 2
 
 FLUSH_REASONS = ("size", "bytes", "time", "explicit", "close")
+
+
+#: Upper bounds of the items-per-batch histogram.
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,6 +122,7 @@ class BatchProcessor(Generic[T]):
         "_retries",
         "_reasons",
         "_max_wait",
+        "_sizes",
     )
 
     def __init__(
@@ -152,6 +158,7 @@ class BatchProcessor(Generic[T]):
         self._batches = self._items = self._failed_items = self._retries = 0
         self._reasons = dict.fromkeys(FLUSH_REASONS, 0)
         self._max_wait = 0.0
+        self._sizes = Histogram(BATCH_SIZE_BUCKETS)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -159,6 +166,10 @@ class BatchProcessor(Generic[T]):
             f"<BatchProcessor {state} batch_size={self.batch_size} flush_interval={self.flush_interval} "
             f"buffered={len(self._batch)} sealed={len(self._sealed)} failed={len(self.failed_batches)}>"
         )
+
+    def batch_size_histogram(self) -> HistogramSnapshot:
+        """Items per processed batch, by bucket (one observation per batch, not per add)."""
+        return self._sizes.snapshot()
 
     @property
     def stats(self) -> BatchStats:
@@ -389,6 +400,7 @@ class BatchProcessor(Generic[T]):
                 self._max_wait = waited
             self._batches += 1
             self._items += len(sealed.items)
+            self._sizes.observe(len(sealed.items))
             return
 
     async def _stop_flusher(self) -> None:

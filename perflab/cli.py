@@ -1,4 +1,4 @@
-"""The ``perflab`` command: ``gen-data``, ``report`` and ``compare``."""
+"""The ``perflab`` command: ``gen-data``, ``report``, ``compare``, ``dashboard`` and ``observe``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,19 @@ def _finite_number(minimum: float) -> Any:
         return value
 
     return parse
+
+
+def _duration(text: str) -> float:
+    """An argparse type: seconds, or a number with s, m, h or d (``15m``, ``1h``)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 90s, 15m or 1h, got {text!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 s, got {text!r}")
+    return value
 
 
 _positive_int = _whole_number(1)
@@ -94,6 +107,9 @@ def _report(args: argparse.Namespace) -> int:
     from perflab.workbench.report import run_report
 
     overrides = {name: _literal(value) for name, value in args.param or []}
+    if isinstance(overrides.get("server_profile"), str) and overrides["server_profile"]:
+        # The notebooks run in notebooks/: a profile named from here is passed by its full path.
+        overrides["server_profile"] = str(Path(overrides["server_profile"]).resolve())
     try:
         report = run_report(
             profile=args.profile,
@@ -112,8 +128,68 @@ def _report(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import json
+
+    from perflab.workbench.monitoring import dashboard
+
+    text = json.dumps(dashboard(title=args.title, job=args.job), indent=2)
+    if args.out is None:
+        print(text)
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        return _fail("dashboard", f"{str(out)!r} exists: pass --force to overwrite it")
+    out.write_text(text + "\n", encoding="utf-8")
+    print(f"wrote the Grafana dashboard to {out} (Dashboards > Import, then pick the Prometheus data source)")
+    return 0
+
+
+def _observe(args: argparse.Namespace) -> int:
+    from perflab.workbench.observe import observe
+
+    try:
+        profile = observe(args.prometheus, args.job, range_s=args.range)
+    except (ValueError, ConnectionError) as error:
+        return _fail("observe", str(error))
+    for key, value in profile.as_dict().items():
+        print(f"  {key:18s} {value:,.4g}" if isinstance(value, float) else f"  {key:18s} {value}")
+    if args.out:
+        try:
+            profile.save(args.out, replace=args.force)
+        except FileExistsError as error:
+            return _fail("observe", f"{error}: pass --force to overwrite it")
+        print(f"wrote {args.out}: pass it to a notebook as -p server_profile {args.out}")
+    return 0
+
+
+def _lab_against_observed(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from perflab.workbench.observe import lab_against_observed, observe
+
+    try:
+        table = lab_against_observed(args.run_a, observe(args.prometheus, args.job, range_s=args.range))
+    except (ValueError, ConnectionError, OSError) as error:
+        return _fail("compare", str(error))
+    print(f"lab ({args.run_a}) against {args.job} over the last {args.range:g} s:")
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+    worse = table[table["verdict"].str.startswith("worse")]
+    return 1 if args.fail_on_regression is not None and not worse.empty else 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
+
+    if args.prometheus is not None:
+        if args.run_b is not None or args.job is None:
+            return _fail(
+                "compare", "with --prometheus give one run and --job NAME (the lab against production)"
+            )
+        return _lab_against_observed(args)
+    if args.run_b is None:
+        return _fail("compare", "give two runs, or one run with --prometheus URL --job NAME")
 
     from perflab.analysis import compare_runs, comparison_table
     from perflab.results import load_run
@@ -196,7 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="compare two report runs metric by metric")
     compare.add_argument("run_a", help="baseline: a report folder or a results.json")
-    compare.add_argument("run_b", help="candidate: a report folder or a results.json")
+    compare.add_argument("run_b", nargs="?", help="candidate: a report folder or a results.json")
+    compare.add_argument(
+        "--prometheus", metavar="URL", help="hold run_a's collector prediction against production"
+    )
+    compare.add_argument("--job", help="the Prometheus job of the running collector (with --prometheus)")
+    compare.add_argument(
+        "--range", type=_duration, default=3600.0, help="the observed window, e.g. 15m, 1h (default 1h)"
+    )
     compare.add_argument(
         "--fail-on-regression",
         type=_non_negative_number,
@@ -210,6 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="smallest change that counts (0.03 = 3%%)",
     )
     compare.set_defaults(run=_compare)
+
+    dash = commands.add_parser("dashboard", help="write the collector's Grafana dashboard (JSON)")
+    dash.add_argument("--out", help="write here instead of printing")
+    dash.add_argument("--job", default="perflab-collector", help="the Prometheus job to show (a variable)")
+    dash.add_argument("--title", default="perflab collector", help="the dashboard's title")
+    dash.add_argument("--force", action="store_true", help="overwrite an existing file")
+    dash.set_defaults(run=_dashboard)
+
+    obs = commands.add_parser("observe", help="a server profile of a running collector, from Prometheus")
+    obs.add_argument("--prometheus", required=True, metavar="URL", help="e.g. http://localhost:9090")
+    obs.add_argument("--job", required=True, help="the collector's Prometheus job")
+    obs.add_argument("--range", type=_duration, default=3600.0, help="the window, e.g. 15m, 1h (default 1h)")
+    obs.add_argument("--out", help="write the profile (JSON) here, for a notebook's server_profile")
+    obs.add_argument("--force", action="store_true", help="overwrite an existing file")
+    obs.set_defaults(run=_observe)
     return parser
 
 

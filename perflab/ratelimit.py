@@ -38,6 +38,7 @@ from typing import Any
 
 from perflab._clock import CLOCK_SLACK, MIN_REARM_DELAY
 from perflab._validate import check_number
+from perflab.histogram import Histogram, HistogramSnapshot
 
 __all__ = [
     "DELIVERY_MARGIN",
@@ -125,6 +126,7 @@ class TokenBucketLimiter:
         "_waited",
         "_total_wait",
         "_max_wait",
+        "_waits",
         "_first_grant",
         "_first_tokens",
         "_last_grant",
@@ -147,6 +149,7 @@ class TokenBucketLimiter:
         self._waited = 0
         self._total_wait = 0.0
         self._max_wait = 0.0
+        self._waits = Histogram()
         self._first_grant: float | None = None
         self._first_tokens = 0.0
         self._last_grant = 0.0
@@ -176,6 +179,11 @@ class TokenBucketLimiter:
             max_wait_seconds=self._max_wait,
             achieved_rate=achieved,
         )
+
+    def wait_histogram(self) -> HistogramSnapshot:
+        """How long the acquires that had to wait waited (seconds), by bucket: what an
+        exporter publishes as a distribution. Only the waiting path pays for it."""
+        return self._waits.snapshot()
 
     # ----------------------------------------------------------------- public API
 
@@ -276,6 +284,7 @@ class TokenBucketLimiter:
         self._total_wait += waited
         if waited > self._max_wait:
             self._max_wait = waited
+        self._waits.observe(waited)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from perflab._clock import CLOCK_SLACK, MIN_REARM_DELAY
 from perflab._validate import check_int, check_optional_int, check_optional_number
+from perflab.histogram import Histogram, HistogramSnapshot
 
 __all__ = ["TaskPool", "TaskPoolConfig", "TaskPoolStats"]
 
@@ -219,10 +220,11 @@ class _Job:
     The pool drives every job the same way; what differs between them is in the hooks
     (``take``, ``settle*``, ``on_*``)."""
 
-    __slots__ = ("workers", "limit", "stopping", "registered", "waiter", "failure", "accepted")
+    __slots__ = ("workers", "limit", "stopping", "registered", "waiter", "failure", "accepted", "accepted_at")
 
     def __init__(self, limit: int, accepted: bool) -> None:
         self.accepted = accepted  # its calls are counted as submitted before they start
+        self.accepted_at = 0.0  # loop time the call ``take`` handed out last was accepted
         self.workers: set[_Worker] = set()
         self.limit = limit  # most workers this job can use
         self.stopping = False
@@ -337,9 +339,9 @@ class _SubmitJob(_Job):
 
     def __init__(self, limit: int, parent: asyncio.Task[Any] | None) -> None:
         super().__init__(limit, accepted=True)
-        self.pending: deque[tuple[asyncio.Future[Any], Callable[..., Awaitable[Any]], tuple[Any, ...]]] = (
-            deque()
-        )
+        self.pending: deque[
+            tuple[asyncio.Future[Any], Callable[..., Awaitable[Any]], tuple[Any, ...], float]
+        ] = deque()
         self.starting = 0  # workers created but not yet running: each will take one call
         self.parent = parent
         self.cancelled_parent = False
@@ -357,7 +359,8 @@ class _SubmitJob(_Job):
         if not self.pending:
             raise StopIteration
         self.wake_space_waiter()
-        return self.pending.popleft()
+        fut, fn, args, self.accepted_at = self.pending.popleft()
+        return fut, fn, args
 
     def settle(self, key: Any, value: Any) -> None:
         if not key.done():
@@ -377,7 +380,7 @@ class _SubmitJob(_Job):
     def discard_unstarted(self) -> int:
         dropped = 0
         while self.pending:
-            fut, _, _ = self.pending.popleft()
+            fut = self.pending.popleft()[0]
             if fut.cancel():
                 dropped += 1
         self.wake_space_waiter(all_of_them=True)
@@ -449,6 +452,7 @@ class TaskPool:
         "_watchdog",
         "_context",
         "_counts",
+        "_queue_waits",
     )
 
     def __init__(self, config: TaskPoolConfig | None = None, **overrides: Any) -> None:
@@ -467,6 +471,7 @@ class TaskPool:
         self._watchdog = _Watchdog(self._all_workers, timeout) if timeout is not None else None
         self._context: _SubmitJob | None = None
         self._counts = _Counters()
+        self._queue_waits = Histogram()
 
     def __repr__(self) -> str:
         counts = self._counts
@@ -480,6 +485,11 @@ class TaskPool:
     def stats(self) -> TaskPoolStats:
         """A snapshot of the pool's counters."""
         return self._counts.snapshot()
+
+    def queue_wait_histogram(self) -> HistogramSnapshot:
+        """How long queued calls (``gather``, ``submit``) waited for a slot, in seconds, by
+        bucket. ``map`` takes an item only when a slot is free, so it never waits here."""
+        return self._queue_waits.snapshot()
 
     # ----------------------------------------------------------------- public API
 
@@ -524,6 +534,7 @@ class TaskPool:
                 raise TypeError(f"awaitables[{position}] must be awaitable, got {type(awaitable).__name__}")
         limit = min(self.config.max_concurrent, len(awaitables))
         job = _SequenceJob(_identity, awaitables, limit, return_exceptions, accepted=True, sized=True)
+        job.accepted_at = asyncio.get_running_loop().time()
         self._counts.accept(len(awaitables), self._counts.queued + len(awaitables))
         return await self._run_sequence(job)
 
@@ -554,7 +565,7 @@ class TaskPool:
                 raise
         loop = self._bind_loop()
         fut: asyncio.Future[R] = loop.create_future()
-        job.pending.append((fut, fn, args))
+        job.pending.append((fut, fn, args, loop.time()))
         fut.add_done_callback(self._on_submitted_future_cancelled)
         self._counts.accept(1, job.queued)
         self._request_slots(job)
@@ -710,6 +721,7 @@ class TaskPool:
         loop_time = asyncio.get_running_loop().time
         watchdog = self._watchdog
         accepted = job.accepted
+        queue_waits = self._queue_waits
         try:
             while not job.stopping:
                 try:
@@ -728,6 +740,8 @@ class TaskPool:
                 counts.start(accepted)
                 worker.key = key
                 worker.started = started = loop_time()
+                if accepted:
+                    queue_waits.observe(started - job.accepted_at)
                 if watchdog is not None:
                     watchdog.started(started)
                 awaitable = None

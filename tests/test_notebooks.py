@@ -12,6 +12,7 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from perflab import Results
+from perflab.workbench.observe import ServerProfile
 from perflab.workbench.report import _kernel_manager_class
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -86,6 +87,21 @@ TINY = {
         2 * 4,
         "max_concurrent",
     ),
+    "monitoring": (
+        {
+            "symbols": 120,
+            "pool_size": 16,
+            "server_cap": 8,
+            "cycles": 6,
+            "cycle_interval_s": 0.15,
+            "incident_cycle": 3,
+            "incident_cap": 4,
+            "scrape_interval": 0.05,
+        },
+        ["phase"],
+        None,  # one row per scrape
+        None,  # recommends a pool size only when the incident calls for one
+    ),
     "collector": (
         {
             "symbols": 200,
@@ -142,6 +158,8 @@ def grid_of(name: str, parameters: dict, results: Results) -> dict[str, set]:
             "blocking work": {"asyncio.to_thread"},
             "log writer": {"CompressedWriter(zstd-3), buffer_size=65,536"},
         }
+    if name == "monitoring":
+        return {"max_concurrent": set(range(1, p["pool_size"] + 1))}
     assert name == "collector"
     return {
         "pool_size": column["pool_size"],
@@ -162,7 +180,7 @@ def test_the_notebook_runs_with_tiny_parameters_and_saves_its_results(tmp_path: 
     assert results.metadata["packages"]["perflab"]
     assert all(results.units.get(m) is not None for m in results.metrics)
     summary = orjson.loads((out / "summary.json").read_bytes())
-    assert recommended_key in summary["recommended"]
+    assert recommended_key is None or recommended_key in summary["recommended"]
     assert summary["conclusion"] and summary["key_figure"]
     assert list((out / "figures").glob("*.png"))
     assert (out / "results.csv").read_text().splitlines()[0].startswith(",".join(columns) + ",repeat,")
@@ -178,6 +196,34 @@ def test_the_notebook_runs_with_tiny_parameters_and_saves_its_results(tmp_path: 
         rows_at = rows_at[rows_at[column] == value]
     assert len(rows_at) == 1, (key, saved)
     assert rows_at[key["statistic"]].iloc[0] == pytest.approx(key["value"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_server_profile_from_production_sets_the_sweep(tmp_path: Path) -> None:
+    profile = ServerProfile(
+        job="prod",
+        source="http://prometheus:9090",
+        range_s=3600.0,
+        latency="lognormal:12:60",
+        latency_p50_ms=12.0,
+        latency_p99_ms=60.0,
+        call_rate=900.0,
+        rejected_share=0.02,
+        concurrency_mean=10.0,
+        concurrency_max=14.0,
+        server_cap=3,
+        server_rate=880.0,
+        cycle_p50_s=0.8,
+        cycle_p99_s=1.1,
+    )
+    path = tmp_path / "profile.json"
+    profile.save(path)
+    parameters = dict(TINY["taskpool"][0], server_profile=str(path))
+    out = execute("taskpool", tmp_path, **parameters)
+    results = Results.load(out / "results.json")
+    assert {row["latency"] for row in results.rows} == {"lognormal:12:60"}
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert "server's cap of 3" in summary["conclusion"]
 
 
 @pytest.mark.slow

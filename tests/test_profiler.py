@@ -21,7 +21,15 @@ def test_a_40_mb_write_shows_in_the_io_counters(tmp_path: Path) -> None:
     result = prof.result
     assert result.io_write_bytes >= 40 << 20
     assert 40 <= result.io_write_count < 100
-    assert result.disk_write_bytes >= 0  # charged when dirtied; may be less on tmpfs
+    # Linux charges a write to storage when it dirties the page cache; tmpfs never does.
+    assert result.disk_write_bytes >= 40 << 20 or filesystem(tmp_path) in ("tmpfs", "ramfs")
+
+
+def filesystem(path: Path) -> str:
+    import psutil
+
+    mounts = [p for p in psutil.disk_partitions(all=True) if str(path).startswith(p.mountpoint)]
+    return max(mounts, key=lambda p: len(p.mountpoint)).fstype if mounts else "unknown"
 
 
 def test_a_transient_300_mb_allocation_shows_in_peak_rss() -> None:

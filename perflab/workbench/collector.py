@@ -28,22 +28,28 @@ from perflab._validate import check_int, check_number
 from perflab.advice import Recommendation, finding
 from perflab.batching import BatchProcessor
 from perflab.codecs import CodecLevel
+from perflab.histogram import Histogram
 from perflab.profiler import PerformanceProfiler
 from perflab.ratelimit import TokenBucketLimiter
 from perflab.sweep import sweep
 from perflab.taskpool import TaskPool
 from perflab.workbench.dataset import generate_records, symbol_universe
-from perflab.workbench.services import SimulatedAPI, SimulatedSink
+from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
 from perflab.writers import BufferedWriter, CompressedWriter
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from perflab.exporter import Exporter
+
 __all__ = [
     "CollectorConfig",
     "CollectorRun",
     "ServiceConfig",
+    "CALL_BUCKETS",
+    "CYCLE_BUCKETS",
     "Evaluate",
+    "LiveCounts",
     "SearchResult",
     "apply_advice",
     "batch_sweep",
@@ -65,7 +71,9 @@ REJECTED_SHARE = 0.05
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    """The outside world: the API's latency and limits, and the sink's costs."""
+    """The outside world: the API's latency and limits, and the sink's costs. An incident
+    (``incident_cycle``, ``incident_cap``) sets the server's concurrency cap to
+    ``incident_cap`` from that cycle on, as a degraded upstream would."""
 
     latency: str = "lognormal:15:80"
     rate_limit: float = 4000.0
@@ -73,6 +81,17 @@ class ServiceConfig:
     max_concurrency: int = 48
     sink_call_ms: float = 3.0
     sink_item_ms: float = 0.01
+    incident_cycle: int | None = None
+    incident_cap: int | None = None
+
+    def __post_init__(self) -> None:
+        Latency.parse(self.latency)
+        check_int("max_concurrency", self.max_concurrency, minimum=1)
+        if (self.incident_cycle is None) != (self.incident_cap is None):
+            raise ValueError("incident_cycle and incident_cap go together: give both or neither")
+        if self.incident_cycle is not None:
+            check_int("incident_cycle", self.incident_cycle, minimum=0)
+            check_int("incident_cap", self.incident_cap, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,6 +165,41 @@ class CollectorRun:
         return {**dataclasses.asdict(self), "rejected_share": self.rejected_share}
 
 
+#: Upper bounds (seconds) of the API call latency and cycle duration histograms.
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+CYCLE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+TRACKS = ("A", "B")
+
+
+class LiveCounts:
+    """What a running collector has done so far, per track and per API answer: the
+    figures a monitoring dashboard shows (read at scrape time, never reset)."""
+
+    __slots__ = (
+        "symbols",
+        "collected",
+        "missed",
+        "cycle_missed",
+        "cycles",
+        "cycle_seconds",
+        "calls",
+        "latency",
+    )
+
+    def __init__(self) -> None:
+        self.symbols = dict.fromkeys(TRACKS, 0)  # symbols per cycle on each track
+        self.collected = dict.fromkeys(TRACKS, 0)
+        self.missed = dict.fromkeys(TRACKS, 0)  # gaps: symbols not collected in their cycle
+        self.cycle_missed = dict.fromkeys(TRACKS, 0)  # gaps of the last finished cycle
+        self.cycles = 0
+        self.cycle_seconds = Histogram(CYCLE_BUCKETS)
+        self.calls = {"ok": 0, "429": 0, "error": 0}
+        self.latency = Histogram(CALL_BUCKETS)  # answered (200) calls, as the client saw them
+
+    def __repr__(self) -> str:
+        return f"<LiveCounts cycles={self.cycles} collected={self.collected} missed={self.missed}>"
+
+
 def _log_writer(config: CollectorConfig, path: Path) -> Any:
     spec = CodecLevel.parse(config.codec)
     if spec.codec == "plain":
@@ -178,9 +232,18 @@ async def run_collector(
     log_dir: str | os.PathLike[str],
     cycles: int = 1,
     seed: int = 0,
+    cycle_interval_s: float = 0.0,
+    live: LiveCounts | None = None,
+    exporter: Exporter | None = None,
 ) -> CollectorRun:
-    """Run ``cycles`` polling cycles; the log goes to ``log_dir``."""
+    """Run ``cycles`` polling cycles; the log goes to ``log_dir``.
+
+    A cycle starts every ``cycle_interval_s`` seconds (0: back to back). ``live`` counts
+    per track and per answer as the run goes; ``exporter`` exports the run's pool,
+    limiter, batch processor, log writer and event loop (names "collector", "api",
+    "sink", "log", "main")."""
     check_int("cycles", cycles, minimum=1)
+    check_number("cycle_interval_s", cycle_interval_s, minimum=0)
     loop = asyncio.get_running_loop()
     symbols = symbol_universe(config.symbols)
     half = config.symbols // 2
@@ -206,11 +269,17 @@ async def run_collector(
 
     async def fetch(index: int) -> None:
         symbol = symbols[index]
+        track = "A" if index < half else "B"
         status = 0
         for attempt in range(MAX_RETRIES + 1):
             async with limiter:
                 counts["requests"] += 1
+                called = loop.time()
                 status = (await api.call(symbol)).status
+                if live is not None:
+                    live.calls["ok" if status == 200 else "429" if status == 429 else "error"] += 1
+                    if status == 200:  # a 429 answers at once: it says nothing of the latency
+                        live.latency.observe(loop.time() - called)
             if status != 429:
                 break
             counts["rejected"] += 1
@@ -219,10 +288,15 @@ async def run_collector(
                 await asyncio.sleep(RETRY_BACKOFF_S)
         if status != 200:
             counts["failed"] += 1
+            if live is not None:
+                live.missed[track] += 1
+                missed_now[track] += 1
             return
         counts["ok"] += 1
+        if live is not None:
+            live.collected[track] += 1
         record = next(bodies)
-        record["symbol"], record["track"] = symbol, "A" if index < half else "B"
+        record["symbol"], record["track"] = symbol, track
         log.write(record)
         await batches.add(record)
         counts["answers"] += 1
@@ -233,13 +307,29 @@ async def run_collector(
                 blocking_call()  # the planted problem: the whole loop stops
 
     cycle_seconds = []
+    missed_now = dict.fromkeys(TRACKS, 0)
+    if live is not None:
+        live.symbols.update(A=half, B=config.symbols - half)
     cpu = time.process_time()
     try:
         async with BatchProcessor(sink.write, config.batch_size, config.flush_interval) as batches:
-            for _ in range(cycles):
+            if exporter is not None:
+                _export(exporter, pool, limiter, batches, log)
+            next_start = loop.time()
+            for cycle in range(cycles):
+                if service.incident_cycle is not None and cycle == service.incident_cycle:
+                    api.max_concurrency = service.incident_cap
                 started = loop.time()
                 await pool.map(fetch, range(config.symbols))
                 cycle_seconds.append(loop.time() - started)
+                if live is not None:
+                    live.cycles += 1
+                    live.cycle_seconds.observe(cycle_seconds[-1])
+                    live.cycle_missed.update(missed_now)
+                missed_now = dict.fromkeys(TRACKS, 0)
+                next_start += cycle_interval_s
+                if cycle_interval_s and cycle < cycles - 1:
+                    await asyncio.sleep(max(0.0, next_start - loop.time()))
     finally:
         log.close()
     log_bytes = log.bytes if isinstance(log, _PerRecordLog) else log.stats.bytes_written
@@ -257,6 +347,17 @@ async def run_collector(
         sink_calls=sink.calls,
         peak_server_concurrency=api.stats.peak_concurrency,
     )
+
+
+def _export(
+    exporter: Exporter, pool: TaskPool, limiter: TokenBucketLimiter, batches: BatchProcessor, log: Any
+) -> None:
+    exporter.add_pool("collector", pool, replace=True)
+    exporter.add_limiter("api", limiter, replace=True)
+    exporter.add_batcher("sink", batches, replace=True)
+    if isinstance(log, BufferedWriter | CompressedWriter):
+        exporter.add_writer("log", log, replace=True)
+    exporter.watch_loop("main", replace=True)
 
 
 def collector_recommendations(

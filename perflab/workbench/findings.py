@@ -10,6 +10,7 @@ saved ``summary.csv``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +25,7 @@ __all__ = [
     "batching",
     "collector",
     "compression",
+    "monitoring",
     "profiler",
     "ratelimit",
     "reading",
@@ -517,4 +519,53 @@ def collector(
         key_value=KeyValue(
             "cycle_s", {"stage": str(chosen["stage"]), "pool_size": pool, "rate": rate}, worst, "max"
         ),
+    )
+
+
+def monitoring(side: pd.DataFrame, *, pool_size: int, server_cap: int, incident_cap: int) -> Finding:
+    """What the dashboard showed when the server's cap fell mid-run: the before/after
+    comparison (``side``, a :func:`perflab.analysis.compare_groups` table of the scraped
+    panels by phase) and the pool size the answered rate and latency now support."""
+    by: dict[str, dict[Any, Any]] = {str(row["metric"]): row for row in side.to_dict("records")}
+
+    def moved(metric: str, fmt: str) -> str:
+        row = by[metric]
+        before, after = fmt.format(row["baseline_median"]), fmt.format(row["candidate_median"])
+        verdict = {"faster": "better", "slower": "worse"}.get(row["verdict"], row["verdict"])
+        return f"{before} -> {after} ({verdict})"
+
+    parts = [f"collection rate {moved('collected_per_s', '{:,.0f}/s')}"]
+    if "share_429" in by:
+        parts.append(f"429 share {moved('share_429', '{:.0%}')}")
+    if "gaps" in by:
+        parts.append(f"gaps per cycle {moved('gaps', '{:,.0f}')}")
+    if "call_ms" in by:
+        parts.append(f"answered-call latency {moved('call_ms', '{:.1f} ms')}")
+    ok_after = float(by["calls_ok_per_s"]["candidate_median"])
+    latency_after = float(by["call_ms"]["candidate_median"]) / 1e3 if "call_ms" in by else 0.0
+    supported = max(1, math.ceil(ok_after * latency_after))  # Little's law: answered rate x latency
+    share_after = float(by["share_429"]["candidate_median"]) if "share_429" in by else 0.0
+    text = (
+        f"The server's concurrency cap fell from {server_cap} to {incident_cap} mid-run. On the dashboard's "
+        f"panels, measured scrape by scrape before and after: {'; '.join(parts)}. "
+    )
+    recommended: dict[str, Any] = {}
+    if share_after > 0.05 and supported < pool_size:
+        recommended["max_concurrent"] = supported
+        text += (
+            f"After it the server answered {ok_after:,.0f} calls/s at {latency_after * 1e3:.1f} ms, which "
+            f"{supported} calls in flight sustain (Little's law): **max_concurrent = {supported}** stops the "
+            f"429s the pool's {pool_size} draw."
+        )
+    else:
+        text += f"The pool of {pool_size} stays within what the server answers; nothing to change."
+    after = by["share_429"] if "share_429" in by else None
+    return Finding(
+        title="Monitoring: the collector's dashboard through an incident",
+        key_figure=f"429 share {float(after['baseline_median']):.0%} -> {share_after:.0%} when the cap fell"
+        if after is not None
+        else "no API calls scraped",
+        recommended=recommended,
+        conclusion=text,
+        key_value=KeyValue("share_429", {"phase": "after"}, share_after) if after is not None else None,
     )

@@ -62,6 +62,14 @@ METRICS: dict[str, Metric] = {
     "cpu_ms_per_cycle": Metric("ms", "lower"),
     "log_kb_per_cycle": Metric("KiB", "lower"),
     "loop_stall_ms": Metric("ms", "lower"),
+    # live monitoring (scraped)
+    "collected_per_s": Metric("/s", "higher"),
+    "share_429": Metric("", "lower"),
+    "slot_usage": Metric("", "neither"),
+    "gaps": Metric("", "lower"),
+    "calls_ok_per_s": Metric("/s", "higher"),
+    "call_ms": Metric("ms", "lower"),
+    "loop_lag_ms": Metric("ms", "lower"),
 }
 
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "DASHBOARD_PLOTS",
     "READ_PANELS",
     "ecdf_plot",
     "line_with_spread",
@@ -19,6 +20,7 @@ __all__ = [
     "plot_batch_sweep",
     "plot_before_after",
     "plot_codec_front",
+    "plot_dashboard",
     "plot_collector_search",
     "plot_pool_sweep",
     "plot_rate_sweep",
@@ -362,4 +364,36 @@ def plot_collector_search(
         )
     costs.set(xlabel="CPU per cycle (ms)", ylabel="log per cycle (KiB)", title="Log codec: CPU against size")
     costs.grid(True, alpha=0.3)
+    return fig
+
+
+#: The monitoring notebook's panels: title, columns, y label.
+DASHBOARD_PLOTS = (
+    ("Symbols per cycle", ("symbols_A", "symbols_B"), "symbols"),
+    ("Collection rate per track", ("collected_per_s_A", "collected_per_s_B"), "symbols/s"),
+    ("Pool slot usage", ("slot_usage",), "in flight / slots"),
+    ("Gaps: symbols missed per cycle", ("gaps_A", "gaps_B"), "symbols"),
+    ("API calls and 429s", ("calls_ok_per_s", "calls_429_per_s"), "calls/s"),
+    ("Limiter: achieved against target", ("limiter_per_s", "limiter_target"), "tokens/s"),
+    ("Limiter wait (mean of waiters)", ("limiter_wait_ms",), "ms"),
+    ("Event-loop lag (mean)", ("loop_lag_ms",), "ms"),
+)
+
+
+def plot_dashboard(series: pd.DataFrame, *, incident_t: float | None = None) -> Figure:
+    """The dashboard's panels over the run, scrape by scrape, with the incident marked."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7), layout="constrained", sharex=True)
+    for ax, (title, columns, ylabel) in zip(axes.flat, DASHBOARD_PLOTS, strict=True):
+        for column in columns:
+            if column in series:
+                ax.plot(series.index, series[column], marker=".", markersize=3, label=column)
+        if incident_t is not None:
+            ax.axvline(incident_t, color="crimson", linestyle="--", linewidth=1, label="server cap halved")
+        ax.set(title=title, ylabel=ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
     return fig
