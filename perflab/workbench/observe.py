@@ -65,9 +65,11 @@ class ServerProfile:
     (p50, p99 and the lognormal model the simulated API takes), the 429 share, the call
     rate, how many calls the pool had in flight, and the cycle time.
 
-    ``server_cap`` is the most calls in flight that the server answered without a 429
-    share above 1% (a lower bound when it never refused); ``server_rate`` the answered
-    calls per second (a lower bound of the server's rate limit)."""
+    ``server_cap`` is how many calls the server was seen to answer at once: when it
+    refused more than 1% of calls, its answered rate times the answered latency (Little's
+    law); otherwise the most calls in flight. Client-side metrics cannot see the cap
+    itself, so this is a lower bound, and sweeps run on it are conservative.
+    ``server_rate`` is the answered calls per second (a lower bound of its rate limit)."""
 
     job: str
     source: str
@@ -129,8 +131,13 @@ def observe(url: str, job: str, *, range_s: float = 3600.0) -> ServerProfile:
     mean = _scalar(url, f"avg_over_time({in_flight}[{window}])")
     peak = _scalar(url, f"max_over_time({in_flight}[{window}])")
     share = (rejected if math.isfinite(rejected) else 0.0) / calls
-    # Answered concurrency: what was in flight, less what the server refused.
-    cap = peak if share <= 0.01 else mean * (1 - share)
+    latency_sum = f"sum(rate(perflab_api_call_seconds_sum{{{sel}}}[{window}]))"
+    latency_count = f"sum(rate(perflab_api_call_seconds_count{{{sel}}}[{window}]))"
+    mean_latency = _scalar(url, f"{latency_sum} / {latency_count}")
+    # What the server was seen to answer at once (Little's law: answered rate x latency)
+    # when it refused calls; without refusals the most in flight. A lower bound either way.
+    answered = (ok if math.isfinite(ok) else 0.0) * (mean_latency if math.isfinite(mean_latency) else 0.0)
+    cap = answered if share > 0.01 else peak
     latency = f"lognormal:{p50:.3g}:{p99:.3g}" if p99 > p50 > 0 else f"constant:{max(p50, 0.001):.3g}"
     return ServerProfile(
         job=job,
