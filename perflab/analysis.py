@@ -15,7 +15,16 @@ if TYPE_CHECKING:
 
     from perflab.results import Results
 
-__all__ = ["Knee", "compare_groups", "compare_runs", "comparison_table", "dominated", "knee", "pareto_front"]
+__all__ = [
+    "Knee",
+    "aa_effects",
+    "compare_groups",
+    "compare_runs",
+    "comparison_table",
+    "dominated",
+    "knee",
+    "pareto_front",
+]
 
 
 def medians(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -144,6 +153,7 @@ def compare_runs(
     parameters = list(baseline.parameters)
     a, b = baseline.to_frame(), candidate.to_frame()
     metrics = [m for m in baseline.metrics if m in candidate.metrics]
+    detectable = _detectable(baseline, candidate)
     rows = []
     a_groups: dict[Any, pd.DataFrame] = (
         dict(iter(a.groupby(parameters, sort=False))) if parameters else {(): a}
@@ -159,7 +169,21 @@ def compare_runs(
         rows += _comparison_rows(
             point, a_group, b_group, metrics, baseline.units, baseline.higher_is_better, min_effect, alpha
         )
-    return pd.DataFrame.from_records(rows)
+    table = pd.DataFrame.from_records(rows)
+    if not table.empty:
+        table["detectable"] = table["metric"].map(detectable)
+    return table
+
+
+def _detectable(*runs: Results) -> dict[str, float | None]:
+    """The larger of the runs' A/A detectable effects per metric (None where unknown)."""
+    out: dict[str, float | None] = {}
+    for run in runs:
+        for metric, effect in (run.extra.get("min_detectable_effect") or {}).items():
+            if effect is not None:
+                previous = out.get(metric)
+                out[metric] = effect if previous is None else max(previous, effect)
+    return out
 
 
 def compare_groups(
@@ -231,11 +255,40 @@ def _comparison_rows(
     return rows
 
 
+def aa_effects(
+    frame: pd.DataFrame, parameters: Sequence[str], metrics: Sequence[str]
+) -> dict[str, float | None]:
+    """The smallest change this run could have told from noise, per metric, from an A/A
+    pair inside the same run: each point's even repeats against its odd ones (measured
+    interleaved, same code, same machine). The 95th percentile over the points of
+    ``|median(odd) / median(even) - 1|``; None without two repeats of some point."""
+    import numpy as np
+    import pandas as pd
+
+    effects: dict[str, float | None] = {}
+    groups = list(frame.groupby(list(parameters), sort=False)) if parameters else [((), frame)]
+    for metric in metrics:
+        found = []
+        for _, group in groups:
+            values = pd.to_numeric(group[metric], errors="coerce")
+            even = values[group["repeat"] % 2 == 0].dropna()
+            odd = values[group["repeat"] % 2 == 1].dropna()
+            if even.empty or odd.empty or even.median() == 0:
+                continue
+            found.append(abs(float(odd.median()) / float(even.median()) - 1))
+        effects[metric] = float(np.percentile(found, 95)) if found else None
+    return effects
+
+
 def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
     """A comparison (:func:`compare_runs`, :func:`compare_groups`) as people read it: the
     change and its 95% CI in percent beside the medians and the verdict."""
     if table.empty:
         return table
+    if "detectable" in table:
+        table = table.assign(
+            detectable=table["detectable"].map(lambda v: "n/a" if v is None or v != v else f"±{v:.1%}")
+        )
     return table.assign(
         change=(table["ratio"] - 1).map("{:+.1%}".format),
         ci=[

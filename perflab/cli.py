@@ -1,4 +1,5 @@
-"""The ``perflab`` command: ``gen-data``, ``report``, ``compare``, ``dashboard`` and ``observe``."""
+"""The ``perflab`` command: ``gen-data``, ``report``, ``sweep``, ``compare``, ``dashboard`` and
+``observe``."""
 
 from __future__ import annotations
 
@@ -126,6 +127,27 @@ def _report(args: argparse.Namespace) -> int:
             print(f"FAILED {run.name}: {run.failure}", file=sys.stderr)
     print(f"report: {report.index.resolve()}")
     return 0 if report.ok else 1
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from perflab.workbench.target import parse_grid, run_sweep
+
+    try:
+        grid = parse_grid(args.grid)
+        run = run_sweep(
+            args.target,
+            grid,
+            repeat=args.repeat,
+            adaptive=not args.fixed,
+            out=args.out,
+            loop=args.loop,
+            force=args.force,
+        )
+    except (ValueError, TypeError, FileExistsError) as error:
+        return _fail("sweep", str(error))
+    print(run.finding.conclusion.replace("**", "").replace("`", ""))
+    print(f"report: {run.index.resolve()}")
+    return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -269,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--notebooks", default="notebooks", help="the notebooks folder (default notebooks/)")
     report.add_argument("--force", action="store_true", help="write into an --out folder that is not empty")
     report.set_defaults(run=_report)
+
+    swp = commands.add_parser("sweep", help="sweep your own sync or async function over a grid")
+    swp.add_argument(
+        "target", help="MODULE:FUNCTION, e.g. mypkg.mod:fetch (the current folder is importable)"
+    )
+    swp.add_argument(
+        "--grid", action="append", required=True, metavar="NAME=V1,V2", help="a parameter and its values"
+    )
+    swp.add_argument("--repeat", type=_positive_int, default=12, help="most repeats per point (default 12)")
+    swp.add_argument("--fixed", action="store_true", help="always take --repeat repeats (no adaptive stop)")
+    swp.add_argument("--out", help="write the report here instead of reports/<timestamp>-sweep-<name>/")
+    swp.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop for async")
+    swp.add_argument("--force", action="store_true", help="write into an --out folder that is not empty")
+    swp.set_defaults(run=_sweep)
 
     compare = commands.add_parser("compare", help="compare two report runs metric by metric")
     compare.add_argument("run_a", help="baseline: a report folder or a results.json")

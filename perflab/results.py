@@ -23,7 +23,25 @@ from perflab.metadata import collect_metadata
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FORMAT_VERSION", "Results", "load_run", "summarize"]
+__all__ = ["FORMAT_VERSION", "SUMMARY_COLUMNS", "Results", "load_run", "summarize"]
+
+#: The columns :func:`summarize` adds beside the parameters: no parameter may be named so.
+SUMMARY_COLUMNS = (
+    "metric",
+    "unit",
+    "n",
+    "median",
+    "q25",
+    "q75",
+    "iqr",
+    "min",
+    "max",
+    "ci_low",
+    "ci_high",
+    "rel_noise",
+    "noisy",
+    "noise_reasons",
+)
 
 FORMAT_NAME = "perflab.results"
 FORMAT_VERSION = 1
@@ -166,6 +184,11 @@ def summarize(
     import pandas as pd
 
     parameters = list(parameters)
+    clash = sorted(set(parameters) & set(SUMMARY_COLUMNS))
+    if clash:
+        raise ValueError(
+            f"parameters {clash} clash with summary columns {list(SUMMARY_COLUMNS)}: rename them"
+        )
     missing = [p for p in parameters if p not in frame.columns]
     if missing:
         raise ValueError(f"parameters not in the frame: {missing}")

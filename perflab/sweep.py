@@ -14,21 +14,62 @@ columns, ``repeat``, then metric columns; ``frame.attrs["perflab"]`` names which
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import statistics
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal
 
-from perflab._validate import check_int
+from perflab._validate import check_int, check_number
+from perflab.measure import median_ci
+from perflab.results import SUMMARY_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["asweep", "grid_points", "sweep"]
+__all__ = ["Adaptive", "asweep", "grid_points", "sweep"]
 
 Metrics = Mapping[str, float | int | bool | None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Adaptive:
+    """Stop repeating a point once its ``metric`` is known well enough for the decision.
+
+    Every point first gets ``min_repeat`` repeats (interleaved). Then, round by round, a
+    point gets one more repeat only while it is unsettled: the 95% CI of its median is
+    wider than ``precision`` (relative half-width) *and* overlaps the CI of another point,
+    so its rank is still open. Points that are clearly apart stop early; close ones get
+    the repeats, up to the sweep's ``repeat``. ``frame.attrs["perflab"]["repeats"]`` says
+    how many each point took."""
+
+    metric: str
+    min_repeat: int = 3
+    precision: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metric, str) or not self.metric:
+            raise TypeError(f"metric must be a metric name, got {self.metric!r}")
+        check_int("min_repeat", self.min_repeat, minimum=2)
+        check_number("precision", self.precision, positive=True)
+
+    def unsettled(self, samples: Sequence[Sequence[float]]) -> list[bool]:
+        """For each point's samples so far, whether it needs another repeat."""
+        cis = [median_ci(values) if len(values) else (-math.inf, math.inf) for values in samples]
+        open_ = []
+        for i, (values, (low, high)) in enumerate(zip(samples, cis, strict=True)):
+            middle = statistics.median(values) if values else 0.0
+            tight = bool(values) and middle != 0 and (high - low) / 2 <= self.precision * abs(middle)
+            overlaps = any(
+                low <= other_high and other_low <= high
+                for j, (other_low, other_high) in enumerate(cis)
+                if j != i
+            )
+            open_.append(not tight and overlaps)
+        return open_
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -40,6 +81,8 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
             raise ValueError(f"grid parameter names must be identifiers, got {name!r}")
         if name == "repeat":
             raise ValueError("grid parameter 'repeat' is reserved for the repeat column")
+        if name in SUMMARY_COLUMNS:
+            raise ValueError(f"grid parameter {name!r} is a summary column name: rename it (e.g. {name}_)")
         if isinstance(values, str | bytes) or not isinstance(values, Sequence):
             raise TypeError(f"grid[{name!r}] must be a list of values, got {type(values).__name__}")
         if not values:
@@ -70,6 +113,8 @@ class _Rows:
         self.metrics: list[str] | None = None
         self.first_point: dict[str, Any] = {}
         self.rows: list[dict[str, Any]] = []
+        self.repeats: dict[str, int] | None = None  # per point, when repeats were adaptive
+        self.repeat_limit = 0  # the most an adaptive point could take
 
     def check(self, point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
         if not isinstance(metrics, Mapping):
@@ -99,10 +144,64 @@ class _Rows:
             )
         return dict(metrics)
 
+    def samples(self, points: list[dict[str, Any]], metric: str) -> list[list[float]]:
+        """Each point's values of ``metric`` so far (None and NaN left out)."""
+        if self.metrics is not None and metric not in self.metrics:
+            raise ValueError(f"adaptive metric {metric!r} is not one fn returns: {self.metrics}")
+        by_point: dict[str, list[float]] = {_key(p): [] for p in points}
+        for row in self.rows:
+            value = row.get(metric)
+            if value is not None and math.isfinite(value):
+                by_point[_key({k: row[k] for k in points[0]})].append(float(value))
+        return [by_point[_key(p)] for p in points]
+
     def add(self, point: dict[str, Any], repeat: int | None, outcome: Any) -> None:
         metrics = self.check(point, outcome)
         if repeat is not None:
             self.rows.append({**point, "repeat": repeat, **metrics})
+
+
+def _adaptive_runs(
+    points: list[dict[str, Any]], rows: _Rows, repeat: int, warmup: int, adaptive: Adaptive
+) -> Iterator[tuple[dict[str, Any], int | None]]:
+    """Warm-ups, ``min_repeat`` interleaved rounds, then rounds of the unsettled points."""
+    for point in points:
+        for _ in range(warmup):
+            yield point, None
+    taken = [0] * len(points)
+    active = list(range(len(points)))
+    r = 0
+    while active and r < repeat:
+        for i in active:
+            yield points[i], taken[i]
+            taken[i] += 1
+        r += 1
+        if r >= adaptive.min_repeat:
+            samples = rows.samples(points, adaptive.metric)
+            active = [i for i, more in enumerate(adaptive.unsettled(samples)) if more]
+    rows.repeats = {_key(point): n for point, n in zip(points, taken, strict=True)}
+    rows.repeat_limit = repeat
+
+
+def _schedule(
+    points: list[dict[str, Any]],
+    runs: list[tuple[dict[str, Any], int | None]],
+    rows: _Rows,
+    repeat: int,
+    warmup: int,
+    adaptive: Adaptive | None,
+) -> Iterator[tuple[dict[str, Any], int | None]]:
+    if adaptive is None:
+        return iter(runs)
+    if not isinstance(adaptive, Adaptive):
+        raise TypeError(f"adaptive must be an Adaptive or None, got {type(adaptive).__name__}")
+    if adaptive.min_repeat > repeat:
+        raise ValueError(f"adaptive.min_repeat ({adaptive.min_repeat}) must be <= repeat ({repeat})")
+    return _adaptive_runs(points, rows, repeat, warmup, adaptive)
+
+
+def _key(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in point.items())
 
 
 def _plan(
@@ -133,6 +232,9 @@ def _frame(points: list[dict[str, Any]], rows: _Rows, name: str) -> pd.DataFrame
     metrics = rows.metrics or []  # every point returned these (checked as they came)
     frame = pd.DataFrame(rows.rows, columns=[*parameters, "repeat", *metrics])
     frame.attrs["perflab"] = {"name": name, "parameters": parameters, "metrics": metrics}
+    if rows.repeats is not None:
+        frame.attrs["perflab"]["repeats"] = rows.repeats
+        frame.attrs["perflab"]["repeat_limit"] = rows.repeat_limit
     return frame
 
 
@@ -152,10 +254,12 @@ def sweep(
     order: Literal["interleaved", "grouped"] = "interleaved",
     name: str = "sweep",
     seed_param: str | None = None,
+    adaptive: Adaptive | None = None,
 ) -> pd.DataFrame:
     """Measure every point of ``grid`` ``repeat`` times (after ``warmup`` discarded runs
-    per point). An async ``fn`` works when no loop is running; inside one (a notebook)
-    use ``await asweep(...)``."""
+    per point); with ``adaptive``, at most ``repeat`` times, stopping a point once it is
+    settled (see :class:`Adaptive`). An async ``fn`` works when no loop is running; inside
+    one (a notebook) use ``await asweep(...)``."""
     points, runs = _plan(fn, grid, repeat, warmup, order)
     if inspect.iscoroutinefunction(fn):
         try:
@@ -170,12 +274,13 @@ def sweep(
                 order=order,
                 name=name,
                 seed_param=seed_param,
+                adaptive=adaptive,
             )
             return asyncio.run(run)
         raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
     rows = _Rows(points, seed_param)
     with _progress(len(runs), progress, name) as bar:
-        for point, r in runs:
+        for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
             rows.add(point, r, fn(**_call_args(point, seed_param, r)))
             bar.update()
     return _frame(points, rows, name)
@@ -191,12 +296,13 @@ async def asweep(
     order: Literal["interleaved", "grouped"] = "interleaved",
     name: str = "sweep",
     seed_param: str | None = None,
+    adaptive: Adaptive | None = None,
 ) -> pd.DataFrame:
     """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable."""
     points, runs = _plan(fn, grid, repeat, warmup, order)
     rows = _Rows(points, seed_param)
     with _progress(len(runs), progress, name) as bar:
-        for point, r in runs:
+        for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
             outcome = fn(**_call_args(point, seed_param, r))
             if inspect.isawaitable(outcome):
                 outcome = await outcome

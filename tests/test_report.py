@@ -37,7 +37,7 @@ def test_a_failing_notebook_is_named_and_the_rest_still_reported(fixture_run: tu
     assert failed.failure.startswith("cell ")
     index = (out / "index.html").read_text()
     assert "FAILED" in index and "planted failure" in index
-    assert "<b>n</b> = 3" in index and "<b>fine</b>" in index
+    assert "<b>size</b> = 3" in index and "<b>fine</b>" in index
     for name in runs:
         assert (out / f"{name}.html").stat().st_size > 1000
         assert (out / f"{name}.ipynb").exists()

@@ -569,3 +569,62 @@ def monitoring(side: pd.DataFrame, *, pool_size: int, server_cap: int, incident_
         conclusion=text,
         key_value=KeyValue("share_429", {"phase": "after"}, share_after) if after is not None else None,
     )
+
+
+def user_sweep(
+    summary: pd.DataFrame,
+    frame: pd.DataFrame,
+    parameters: Sequence[str],
+    *,
+    target: str,
+    metric: str = "seconds",
+) -> Finding:
+    """The fastest setting of a user's workload, against the runner-up with a verdict, and
+    the repeats each setting took."""
+    from perflab.measure import compare
+
+    rows = summary[summary["metric"] == metric].sort_values("median")
+    best = rows.iloc[0]
+    point = {p: _scalar(best[p]) for p in parameters}
+    setting = _setting(point)
+    text = (
+        f"`{target}`: the fastest setting is **{setting}** at {best['median']:.4g} s a call "
+        f"(median of {int(best['n'])}, 95% CI {best['ci_low']:.4g}-{best['ci_high']:.4g} s). "
+    )
+    if len(rows) > 1:
+        second = rows.iloc[1]
+        other = {p: _scalar(second[p]) for p in parameters}
+        result = compare(
+            _samples(frame, other, metric), _samples(frame, point, metric), higher_is_better=False
+        )
+        low, high = result.ci95
+        text += (
+            f"Against the runner-up ({_setting(other)}, {second['median']:.4g} s) it takes "
+            f"{result.ratio:.2f}x the time (CI {low:.2f}-{high:.2f}): {result.verdict}. "
+        )
+    attrs = frame.attrs.get("perflab", {})
+    repeats = attrs.get("repeats")
+    if repeats:
+        total, fixed = sum(repeats.values()), attrs["repeat_limit"] * len(repeats)
+        text += (
+            f"Adaptive repeats took {total} runs where a fixed count would take {fixed} "
+            f"({1 - total / fixed:.0%} saved)."
+        )
+    return Finding(
+        title=f"Sweep of {target}",
+        key_figure=f"{setting}: {best['median']:.4g} s a call",
+        recommended=point,
+        conclusion=text.strip(),
+        key_value=KeyValue(metric, point, float(best["median"])),
+    )
+
+
+def _setting(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+def _samples(frame: pd.DataFrame, point: Mapping[str, Any], metric: str) -> list[float]:
+    chosen = frame
+    for column, value in point.items():
+        chosen = chosen[chosen[column] == value]
+    return [float(x) for x in chosen[metric].dropna()]

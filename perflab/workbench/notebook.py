@@ -18,9 +18,10 @@ import orjson
 
 from perflab._files import write_new
 from perflab._validate import check_int, check_number, check_str
+from perflab.analysis import aa_effects
 from perflab.results import Results
 from perflab.workbench.findings import Finding
-from perflab.workbench.metrics import directions, units
+from perflab.workbench.metrics import Metric, directions, units
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,6 +118,7 @@ def publish(
     finding: Finding,
     figures: Mapping[str, Figure] | None = None,
     extra: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Metric] | None = None,
 ) -> Path | None:
     """Save a notebook's results where ``perflab report`` collects them.
 
@@ -131,14 +133,20 @@ def publish(
         return None
     directory = Path(output_dir)
     (directory / "figures").mkdir(parents=True, exist_ok=True)
-    metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
+    names = [c for c in frame.columns if c not in parameters and c != "repeat"]
+    extras = {"min_detectable_effect": aa_effects(frame, parameters, names), **(extra or {})}
+    known = dict(metrics or {})  # a user's own metrics, beside the registry's
+    registered = [m for m in names if m not in known]
     results = Results.from_frame(
         frame,
         name,
         parameters,
-        units=units(metrics),
-        higher_is_better=directions(metrics),
-        extra=dict(extra or {}),
+        units={**units(registered), **{m: known[m].unit for m in names if m in known}},
+        higher_is_better={
+            **directions(registered),
+            **{m: d for m in names if m in known and (d := known[m].higher_is_better) is not None},
+        },
+        extra=extras,
     )
     results.dump(directory / "results.json", replace=True)
     results.to_frame().to_csv(directory / "results.csv", index=False)

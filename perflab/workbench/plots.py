@@ -397,3 +397,23 @@ def plot_dashboard(series: pd.DataFrame, *, incident_t: float | None = None) -> 
     for ax in axes[-1]:
         ax.set_xlabel("time (s)")
     return fig
+
+
+def plot_user_sweep(summary: pd.DataFrame, parameters: Sequence[str], metric: str = "seconds") -> Figure:
+    """A user's sweep: ``metric`` against the first parameter, one line per setting of the
+    others, with the spread of every point."""
+    fig, (ax,) = _figure(1, width=6.5, height=4.2)
+    x, others = parameters[0], list(parameters[1:])
+    groups = summary.groupby(others, sort=False) if others else [((), summary)]
+    for key, rows in groups:
+        label = ", ".join(
+            f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,), strict=True)
+        )
+        line_with_spread(ax, rows, x, metric, label=label or metric)
+    numeric = summary[x].map(lambda v: isinstance(v, int | float)).all()
+    if numeric and summary[x].min() > 0 and summary[x].max() / summary[x].min() >= 8:
+        ax.set_xscale("log")
+    ax.set(xlabel=x, ylabel=f"{metric} per call", title=f"{metric} by {x} (median, IQR band, min-max)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig

@@ -28,7 +28,15 @@ import orjson
 from perflab._files import write_new
 from perflab.metadata import collect_metadata
 
-__all__ = ["PROFILES", "NotebookRun", "ReportRun", "find_notebooks", "run_report"]
+__all__ = [
+    "PROFILES",
+    "NotebookRun",
+    "ReportRun",
+    "find_notebooks",
+    "run_report",
+    "write_index",
+    "write_run_json",
+]
 
 #: The profiles, in one place. "quick" runs the notebooks' own defaults. "full" sets these
 #: parameters in every notebook that declares them: more repeats, longer runs, finer grids.
@@ -182,8 +190,8 @@ def run_report(
         runs.append(run)
     report = ReportRun(directory, profile, runs)
     metadata = collect_metadata()
-    _write_run_json(report, metadata, time.perf_counter() - started)
-    _write_index(report, metadata)
+    write_run_json(report, metadata, time.perf_counter() - started)
+    write_index(report, metadata)
     return report
 
 
@@ -258,10 +266,10 @@ def _render_html(notebook: Path, target: Path) -> None:
     target.write_text(body, encoding="utf-8")
 
 
-def _write_run_json(report: ReportRun, metadata: dict[str, Any], seconds: float) -> None:
+def write_run_json(report: ReportRun, metadata: dict[str, Any], seconds: float) -> None:
     payload = {
         "profile": report.profile,
-        "profile_parameters": PROFILES[report.profile],
+        "profile_parameters": PROFILES.get(report.profile, {}),
         "seconds": seconds,
         "ok": report.ok,
         "notebooks": [dataclasses.asdict(run) for run in report.notebooks],
@@ -270,7 +278,7 @@ def _write_run_json(report: ReportRun, metadata: dict[str, Any], seconds: float)
     write_new(report.directory / "run.json", orjson.dumps(payload, option=orjson.OPT_INDENT_2), replace=True)
 
 
-def _write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
+def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
     """One card per notebook: its main figure as a thumbnail (linked to the full size),
     the key figure, the recommended settings and the conclusion, then its files."""
     esc = html.escape
@@ -291,7 +299,11 @@ def _write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
             main = f"{run.name}/{figures[0]}"
             thumb = f'<a href="{main}"><img src="{main}" alt="{esc(run.name)}: main figure"></a>'
 
-        links = [f'<a href="{run.name}.html">notebook</a>']
+        has_page = (report.directory / f"{run.name}.html").exists()
+        links = [f'<a href="{run.name}.html">notebook</a>'] if has_page else []
+        title = esc(summary.get("title", run.name))
+        if has_page:
+            title = f'<a href="{run.name}.html">{title}</a>'
         links += [
             f'<a href="{run.name}/{f}">{f}</a>'
             for f in ("results.json", "results.csv", "summary.csv")
@@ -303,7 +315,7 @@ def _write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
             f"""<section class="card {run.status}">
 <div class="figure">{thumb}</div>
 <div class="text">
-<h2><a href="{run.name}.html">{esc(summary.get("title", run.name))}</a></h2>
+<h2>{title}</h2>
 <p class="meta">{esc(run.name)} · <span class="status">{esc(status)}</span> · {run.seconds:.1f} s</p>
 <p class="key">{esc(str(summary.get("key_figure", "")))}</p>
 <ul class="settings">{settings}</ul>
