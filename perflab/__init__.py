@@ -3,10 +3,11 @@ concurrently and log JSON lines.
 
 Two layers. The library sits flat in this package, one module per concern (taskpool,
 ratelimit, batching, writers, readers, codecs, histogram, exporter, measure, sweep,
-analysis, results, metadata, profile_result, profiler, advice, cli). The workbench, ``perflab.workbench``,
-holds what the notebooks and ``perflab report`` run on (simulated services, experiments,
-the collector, findings, plots, publishing, the report); it imports the library, never
-the other way round.
+analysis, changes, results, metadata, profile_result, profiler, advice, cli). The
+workbench, ``perflab.workbench``, holds what the notebooks, ``perflab report``,
+``perflab sweep`` and ``perflab history`` run on (simulated services, experiments, the
+collector, findings, plots, publishing, the report, history); it imports the library,
+never the other way round.
 
 Public: this module's ``__all__`` (pinned by a test) and the names in each library
 module's ``__all__``. Internal: modules whose name starts with ``_`` and all of

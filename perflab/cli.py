@@ -1,5 +1,5 @@
-"""The ``perflab`` command: ``gen-data``, ``report``, ``sweep``, ``compare``, ``dashboard`` and
-``observe``."""
+"""The ``perflab`` command: ``gen-data``, ``report``, ``sweep``, ``compare``, ``history``,
+``dashboard`` and ``observe``."""
 
 from __future__ import annotations
 
@@ -150,6 +150,38 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from perflab.workbench.history import analyze_history, load_history, write_history
+
+    try:
+        runs = load_history(args.reports)
+    except (ValueError, OSError) as error:
+        return _fail("history", str(error))
+    if not runs:
+        return _fail("history", f"{args.reports} holds no report runs (folders with */results.json)")
+    history = analyze_history(runs)
+    page = write_history(history, args.out or Path(args.reports) / "history.html")
+    hosts = len(history.hosts)
+    print(f"{len(runs)} runs on {hosts} host(s); {len(history.changes)} change(s) found")
+    regressions = history.regressions()
+    if not regressions.empty:
+        shown = regressions[["host", "notebook", "point", "metric", "kind", "at_run", "change"]]
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            print(shown.to_string(index=False, formatters={"change": "{:+.1%}".format}))
+    print(f"history: {Path(page).resolve()}")
+    if args.fail_on_regression is not None:
+        beyond = regressions[regressions["change"].abs() * 100 >= args.fail_on_regression]
+        if not beyond.empty:
+            print(
+                f"{len(beyond)} regression(s) of {args.fail_on_regression:g}% or more in the latest run",
+                file=sys.stderr,
+            )
+            return 1
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import json
 
@@ -221,6 +253,16 @@ def _compare(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"perflab compare: {error}", file=sys.stderr)
         return 2
+    from perflab.workbench.history import host_fingerprint
+
+    hosts = {host_fingerprint(r.metadata) for run in (baseline, candidate) for r in run.values()}
+    if len(hosts) > 1 and not args.cross_host:
+        labels = "; ".join(label for _, label in sorted(hosts))
+        return _fail(
+            "compare",
+            f"the runs come from different hosts ({labels}): their difference is the hardware as much "
+            "as the code; pass --cross-host to compare them anyway",
+        )
     shared = [name for name in baseline if name in candidate]
     if not shared:
         print("perflab compare: the runs share no notebook", file=sys.stderr)
@@ -328,7 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="smallest change that counts (0.03 = 3%%)",
     )
+    compare.add_argument("--cross-host", action="store_true", help="compare runs from different hosts")
     compare.set_defaults(run=_compare)
+
+    hist = commands.add_parser("history", help="trends, changes and regressions across dated runs")
+    hist.add_argument("reports", nargs="?", default="reports", help="the reports folder (default reports/)")
+    hist.add_argument("--out", help="the page to write (default REPORTS/history.html)")
+    hist.add_argument(
+        "--fail-on-regression",
+        type=_non_negative_number,
+        metavar="PCT",
+        help="exit 1 if the latest run has a detected regression of PCT%% or more",
+    )
+    hist.set_defaults(run=_history)
 
     dash = commands.add_parser("dashboard", help="write the collector's Grafana dashboard (JSON)")
     dash.add_argument("--out", help="write here instead of printing")

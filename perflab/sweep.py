@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_number
 from perflab.measure import median_ci
-from perflab.results import SUMMARY_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,8 +80,6 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
             raise ValueError(f"grid parameter names must be identifiers, got {name!r}")
         if name == "repeat":
             raise ValueError("grid parameter 'repeat' is reserved for the repeat column")
-        if name in SUMMARY_COLUMNS:
-            raise ValueError(f"grid parameter {name!r} is a summary column name: rename it (e.g. {name}_)")
         if isinstance(values, str | bytes) or not isinstance(values, Sequence):
             raise TypeError(f"grid[{name!r}] must be a list of values, got {type(values).__name__}")
         if not values:

@@ -102,6 +102,12 @@ TINY = {
         None,  # one row per scrape
         None,  # recommends a pool size only when the incident calls for one
     ),
+    "sweep": (
+        {"grid": {"max_concurrent": [2, 8], "symbols": [40]}, "repeat": 5},
+        ["max_concurrent", "symbols"],
+        None,  # adaptive: as many rows as the repeats each setting took
+        "max_concurrent",
+    ),
     "collector": (
         {
             "symbols": 200,
@@ -158,6 +164,8 @@ def grid_of(name: str, parameters: dict, results: Results) -> dict[str, set]:
             "blocking work": {"asyncio.to_thread"},
             "log writer": {"CompressedWriter(zstd-3), buffer_size=65,536"},
         }
+    if name == "sweep":
+        return {"max_concurrent": {2, 8}, "symbols": {40}}
     if name == "monitoring":
         return {"max_concurrent": set(range(1, p["pool_size"] + 1))}
     assert name == "collector"

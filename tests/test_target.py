@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perflab import Results
+from perflab import Results, summarize
 from perflab.analysis import aa_effects, compare_runs
 from perflab.cli import main
 from perflab.sweep import Adaptive, sweep
@@ -152,9 +152,12 @@ def test_adaptive_repeats_go_where_points_are_close() -> None:
         sweep(measure, {"x": [1]}, repeat=2, progress=False, seed_param="seed", adaptive=Adaptive("seconds"))
 
 
-def test_a_grid_parameter_named_like_a_summary_column_is_refused() -> None:
-    with pytest.raises(ValueError, match="grid parameter 'n' is a summary column name"):
-        sweep(lambda n: {"v": 1.0}, {"n": [1, 2]}, progress=False)
+def test_a_parameter_named_like_a_summary_column_is_refused_not_overwritten() -> None:
+    frame = sweep(lambda n: {"v": float(n)}, {"n": [1, 2]}, progress=False, repeat=2)
+    with pytest.raises(ValueError, match=r"parameters \['n'\] clash with summary columns"):
+        summarize(frame, ["n"])
+    with pytest.raises(ValueError, match="--grid n: the name is taken by the summary's columns"):
+        parse_grid(["n=1,2"])
 
 
 def noisy_results(seed: int, noise: float) -> Results:

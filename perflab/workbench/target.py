@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_str
-from perflab.results import summarize
+from perflab.results import SUMMARY_COLUMNS, summarize
 from perflab.sweep import Adaptive, asweep, sweep
 from perflab.workbench import findings
 from perflab.workbench.metrics import METRICS, Metric
@@ -80,6 +80,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ValueError(f"--grid takes NAME=V1,V2,..., got {item!r}")
         if name in grid:
             raise ValueError(f"--grid names {name!r} twice")
+        if name in SUMMARY_COLUMNS or name == "repeat":
+            raise ValueError(f"--grid {name}: the name is taken by the summary's columns; rename it")
         parsed = [_literal(v.strip()) for v in values.split(",") if v.strip()]
         if not parsed:
             raise ValueError(f"--grid {name} has no values")
