@@ -87,6 +87,8 @@ class History:
     changes: pd.DataFrame
     settings: pd.DataFrame
     hosts: dict[str, str]
+    #: (host, notebook) -> (metric, point) of the latest run's key figure, drawn on the page.
+    keys: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     def regressions(self, *, latest_only: bool = True) -> pd.DataFrame:
         """The changes for the worse (the ones reaching the latest run of their host)."""
@@ -150,11 +152,19 @@ def analyze_history(runs: Sequence[RunRecord], *, min_effect: float = 0.03) -> H
                         "value": str(value),
                     }
                 )
+    key_series: dict[tuple[str, str], tuple[str, str]] = {}
+    for run in runs:  # oldest first: the latest run's key figure wins
+        for notebook, finding in run.findings.items():
+            value = finding.get("key_value")
+            if value and notebook in run.results:
+                point = ", ".join(f"{p}={value['point'].get(p)}" for p in run.results[notebook].parameters)
+                key_series[(run.host, notebook)] = (str(value["metric"]), point)
     return History(
         trends,
         pd.DataFrame(changes, columns=[*_CHANGE_COLUMNS]),
         pd.DataFrame(settings, columns=["host", "run", "time", "notebook", "setting", "value"]),
         {run.host: run.host_label for run in runs},
+        key_series,
     )
 
 
@@ -236,7 +246,7 @@ def write_history(history: History, out: str | os.PathLike[str]) -> Path:
         parts = [f"<h2>Host {esc(host)}</h2><p class='meta'>{esc(label)} · {runs} run(s)</p>"]
         for notebook_key, rows in at_host.groupby("notebook", sort=True):
             notebook = str(notebook_key)
-            key_metric, key_point = _key_series(rows, history.changes, host, notebook)
+            key_metric, key_point = _key_series(rows, history, host, notebook)
             series = rows[(rows["metric"] == key_metric) & (rows["point"] == key_point)].sort_values("order")
             fig, ax = plt.subplots(figsize=(7, 2.8), layout="constrained")
             x = list(range(len(series)))
@@ -338,11 +348,16 @@ def _changes_of(changes: pd.DataFrame, host: str, notebook: str, metric: str, po
     return changes[mask & (changes["metric"] == metric) & (changes["point"] == point)]
 
 
-def _key_series(rows: pd.DataFrame, changes: pd.DataFrame, host: str, notebook: str) -> tuple[str, str]:
-    """The series to draw for a notebook: the first one with a change, else its first."""
+def _key_series(rows: pd.DataFrame, history: History, host: str, notebook: str) -> tuple[str, str]:
+    """The series to draw for a notebook: the first one with a change, else its key
+    figure's, else its first."""
+    changes = history.changes
     if not changes.empty:
         mine = changes[(changes["host"] == host) & (changes["notebook"] == notebook)]
         if not mine.empty:
             return str(mine["metric"].iloc[0]), str(mine["point"].iloc[0])
+    key = history.keys.get((host, notebook))
+    if key is not None and ((rows["metric"] == key[0]) & (rows["point"] == key[1])).any():
+        return key
     first = rows.iloc[0]
     return str(first["metric"]), str(first["point"])
