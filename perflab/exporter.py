@@ -45,7 +45,14 @@ from perflab.writers import BufferedWriter, CompressedWriter
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["LOOP_LAG_BUCKETS", "METRIC_NAMES", "Exporter", "LoopLagMonitor", "histogram_family"]
+__all__ = [
+    "LOOP_LAG_BUCKETS",
+    "METRIC_NAMES",
+    "Exporter",
+    "LoopLagMonitor",
+    "histogram_family",
+    "metric_family",
+]
 
 #: Upper bounds (seconds) of the event-loop lag histogram: 1 ms to 5 s.
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -218,10 +225,6 @@ class Exporter:
         self._server = server
         return int(server.server_port)
 
-    @property
-    def port(self) -> int | None:
-        return None if self._server is None else int(self._server.server_port)
-
     def close(self) -> None:
         """Stop serving (idempotent); loop monitors must be stopped in their loop."""
         if self._server is not None:
@@ -286,7 +289,9 @@ class _Collector:
         pool_stats = {name: pool.stats for name, pool in pools.items()}
         yield from _families(_POOL, pool_stats)
         slots = ((n, p.config.max_concurrent) for n, p in pools.items())
-        yield _family("gauge", "perflab_pool_max_concurrent", "The pool's slots (max_concurrent).", slots)
+        yield metric_family(
+            "gauge", "perflab_pool_max_concurrent", "The pool's slots (max_concurrent).", slots
+        )
         calls = CounterMetricFamily(
             "perflab_pool_calls", "Calls ended, by outcome.", labels=["name", "outcome"]
         )
@@ -329,13 +334,16 @@ class _Collector:
 
 def _families(specs: Iterable[tuple[str, str, str, str]], stats: dict[str, Any]) -> Iterator[Any]:
     for kind, metric, text, field in specs:
-        yield _family(kind, metric, text, ((name, getattr(s, field)) for name, s in stats.items()))
+        yield metric_family(kind, metric, text, ((name, getattr(s, field)) for name, s in stats.items()))
 
 
-def _family(kind: str, metric: str, text: str, values: Iterable[tuple[str, float]]) -> Any:
+def metric_family(
+    kind: str, metric: str, text: str, values: Iterable[tuple[str, float]], label: str = "name"
+) -> Any:
+    """A gauge or counter family with one series per value of ``label``."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    family = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(metric, text, labels=["name"])
+    family = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(metric, text, labels=[label])
     for name, value in values:
         family.add_metric([name], float(value))
     return family

@@ -49,7 +49,7 @@ import orjson
 
 from perflab._recovery import detect_format, find_tail
 from perflab._validate import check_int
-from perflab.codecs import Codec, Stream, check_codec, compressor, format_of, suffix_of
+from perflab.codecs import Codec, Stream, compressor, format_of, suffix_of
 
 __all__ = ["BufferedWriter", "CompressedWriter", "TornTailWarning", "WriterStats"]
 
@@ -475,13 +475,12 @@ class CompressedWriter(_LineBuffer):
         flush_mode: Literal["frame", "sync"] = "frame",
         nan_as_null: bool = False,
     ) -> None:
-        check_codec(codec, compression_level)
+        self._compressor = compressor(codec, compression_level)  # checks codec and level
         if flush_mode not in ("frame", "sync"):
             raise ValueError(f"flush_mode must be 'frame' or 'sync', got {flush_mode!r}")
         self.codec = codec
         self.compression_level = compression_level
         self.flush_mode = flush_mode
-        self._compressor = compressor(codec, compression_level)
         self._stream: Stream | None = None  # the open sync-mode stream
         self._compress_seconds = 0.0
         super().__init__(path, buffer_size, max_writes, append, format_of(codec), nan_as_null)

@@ -90,10 +90,10 @@ class History:
     #: (host, notebook) -> (metric, point) of the latest run's key figure, drawn on the page.
     keys: dict[tuple[str, str], tuple[str, str]] = dataclasses.field(default_factory=dict)
 
-    def regressions(self, *, latest_only: bool = True) -> pd.DataFrame:
+    def regressions(self) -> pd.DataFrame:
         """The changes for the worse (the ones reaching the latest run of their host)."""
         worse = self.changes[self.changes["worse"]] if not self.changes.empty else self.changes
-        if latest_only and not worse.empty:
+        if not worse.empty:
             worse = worse[worse["reaches_latest"]]
         return worse
 

@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from perflab._validate import check_number, check_str
-from perflab.exporter import Exporter, histogram_family
+from perflab.exporter import Exporter, histogram_family, metric_family
 from perflab.workbench.collector import TRACKS, LiveCounts
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "COLLECTOR_METRICS",
     "DASHBOARD_PANELS",
     "Scraper",
     "dashboard",
@@ -33,17 +32,6 @@ __all__ = [
     "panel_series",
     "phases",
 ]
-
-COLLECTOR_METRICS = (
-    "perflab_collector_symbols",
-    "perflab_collector_collected_total",
-    "perflab_collector_missed_total",
-    "perflab_collector_cycle_missed",
-    "perflab_collector_cycles_total",
-    "perflab_collector_cycle_seconds",
-    "perflab_api_calls_total",
-    "perflab_api_call_seconds",
-)
 
 
 class _LiveCollector:
@@ -53,26 +41,21 @@ class _LiveCollector:
         self.live = live
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily
 
         live = self.live
-        for metric, kind, text, values in (
-            ("perflab_collector_symbols", "gauge", "Symbols polled per cycle.", live.symbols),
-            ("perflab_collector_collected", "counter", "Symbols collected.", live.collected),
-            ("perflab_collector_missed", "counter", "Symbols missed in their cycle (gaps).", live.missed),
+        for kind, metric, text, values in (
+            ("gauge", "perflab_collector_symbols", "Symbols polled per cycle.", live.symbols),
+            ("counter", "perflab_collector_collected", "Symbols collected.", live.collected),
+            ("counter", "perflab_collector_missed", "Symbols missed in their cycle (gaps).", live.missed),
             (
-                "perflab_collector_cycle_missed",
                 "gauge",
+                "perflab_collector_cycle_missed",
                 "Gaps in the last finished cycle.",
                 live.cycle_missed,
             ),
         ):
-            family = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(
-                metric, text, labels=["track"]
-            )
-            for track in TRACKS:
-                family.add_metric([track], float(values[track]))
-            yield family
+            yield metric_family(kind, metric, text, ((t, values[t]) for t in TRACKS), label="track")
         yield CounterMetricFamily("perflab_collector_cycles", "Cycles finished.", value=float(live.cycles))
         cycles = [("", live.cycle_seconds.snapshot())]
         yield histogram_family("perflab_collector_cycle_seconds", "Cycle duration.", cycles, label=None)

@@ -19,7 +19,7 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -212,7 +212,7 @@ def run_sweep(
                 raise ValueError("loop 'uvloop' needs the uvloop package: pip install uvloop") from None
             factory = uvloop.new_event_loop
         with asyncio.Runner(loop_factory=factory) as runner:
-            frame = runner.run(_as_coroutine(asweep(timed, grid, **options)))
+            frame = runner.run(asweep(timed, grid, **options))
     else:
         frame = sweep(timed, grid, **options)
     parameters = list(grid)
@@ -242,7 +242,3 @@ def run_sweep(
     write_run_json(report, metadata, run.seconds)
     write_index(report, metadata)
     return SweepRun(directory, report.index, frame, finding)
-
-
-async def _as_coroutine(awaitable: Awaitable[pd.DataFrame]) -> pd.DataFrame:
-    return await awaitable
