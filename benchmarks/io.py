@@ -24,6 +24,7 @@ from perflab.workbench.dataset import generate_records
 from perflab.workbench.io_experiments import (
     BASELINES,
     READ_WAYS,
+    READER_RATIOS,
     aiofiles_baseline,
     compress_chunks,
     line_chunks,
@@ -200,14 +201,6 @@ def bench_reading(raw: bytes, work: Path, times: int) -> None:
         f"  line(i), {scan}: {ratio(rows, scan, 'mmap line(i)', 's per run', digits=0)} the time of line(i)"
     )
     reading_ratios(raw, work, times)
-
-
-#: The reader's three ratios (baseline seconds / perflab seconds), each measured in pairs.
-READER_RATIOS = (
-    ("iter_lines vs for line in open()", "open lines", "mmap lines"),
-    ("records() vs json.loads per line", "json.loads records", "mmap records"),
-    ("line(i) x10,000 + index vs Python index + seek", "python index + seek", "mmap line(i)"),
-)
 
 
 def reading_ratios(raw: bytes, work: Path, times: int) -> None:

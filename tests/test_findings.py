@@ -9,6 +9,7 @@ import pytest
 from perflab import knee, summarize
 from perflab.analysis import compare_groups
 from perflab.workbench import findings
+from perflab.workbench.io_experiments import reader_ratios
 
 
 def pool_frame(throughput: dict[int, float], rejected: dict[int, float]) -> pd.DataFrame:
@@ -133,14 +134,30 @@ def test_reading_recommends_the_fastest_way_measured_for_each_task() -> None:
         "python index + seek": 5.0,
         "mmap line(i)": 4.0,
     }
+    rows = []
+    for size, scale in ((100, 1.0), (1000, 2.0)):
+        for repeat, noise in enumerate((1.0, 1.1, 0.9)):
+            rows += [
+                {"records": size, "how": how, "repeat": repeat, "seconds": scale * noise / value}
+                for how, value in speeds.items()
+            ]
+            rows[-1]["seconds"] *= noise  # only line(i) varies within a pair
+    frame = pd.DataFrame(rows)
     table = pd.DataFrame([{"records": 1000, "how": how, "per_s": value} for how, value in speeds.items()])
-    result = findings.reading(table, pd.DataFrame(), records=1000)
+    ratios = reader_ratios(frame)
+    result = findings.reading(table, pd.DataFrame(), ratios, records=1000)
     assert result.recommended == {
         "lines": "mmap lines",
         "whole logs": "read_jsonl records",
         "random access": "python index + seek",
     }
+    # Paired per repeat: baseline seconds / ours, so noise common to a pair cancels.
+    lookups = ratios[ratios["ratio"].str.startswith("line(i)")].set_index("records")
+    assert lookups.loc[1000, ["min", "median", "max"]].round(3).tolist() == [0.727, 0.8, 0.889]
+    assert ratios[ratios["ratio"].str.startswith("iter_lines")]["median"].round(6).tolist() == [1.111111] * 2
     assert "line(i) 0.8x a Python index" in result.key_figure
+    assert "at 100 lines iter_lines 1.11x [1.11-1.11]" in result.conclusion
+    assert "line(i) + index 0.80x [0.73-0.89]" in result.conclusion
 
 
 def test_profiler_quotes_the_comparison_it_is_given() -> None:

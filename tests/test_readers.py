@@ -292,3 +292,27 @@ def test_lines_and_records_keep_their_semantics_across_step_boundaries(tmp_path:
         assert [r.get("a") for r in reader.records()] == [1, None, 2, 2, 2, 3]
         assert reader.line_count == len(data.split(b"\n"))
         assert reader.line(2) == long and reader.line(-1) == b'{"a": 3}'
+
+
+def test_the_index_of_a_threaded_scan_matches_a_naive_one(tmp_path: Path) -> None:
+    """Past 16 MiB the index is built 1 MiB at a time in two threads, from packed bit masks:
+    newlines at the edges of those chunks and of the packed bytes, runs of blank lines and
+    lines of every length in between must all come out where a naive split puts them."""
+    rng = random.Random(3)
+    chunk = 1 << 20
+    data = bytearray()
+    while len(data) < 17 * chunk:
+        edge = (len(data) // chunk + 1) * chunk  # end the next line exactly at a chunk edge
+        if edge - len(data) < 400 and rng.random() < 0.5:
+            data += b"e" * (edge - len(data) - 1) + b"\n"
+        else:
+            data += b"x" * rng.choice([0, 0, 1, 7, 8, 9, 63, 200, 4000]) + b"\n"
+    path = tmp_path / "large.jsonl"
+    path.write_bytes(bytes(data) + b"no newline at the end")
+    expected = naive_lines(bytes(data) + b"no newline at the end")
+    with MemoryMappedReader(path) as reader:
+        assert reader.line_count == len(expected)
+        assert list(reader.iter_lines()) == expected
+        for i in [0, 1, len(expected) - 1, *rng.sample(range(len(expected)), 3_000)]:
+            assert reader.line(i) == expected[i]
+        assert reader.line(-1) == b"no newline at the end"

@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from perflab.workbench.io_experiments import READER_RATIOS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -361,10 +363,12 @@ READ_TASKS = {
 }
 
 
-def reading(table: pd.DataFrame, compressed: pd.DataFrame, *, records: int) -> Finding:
+def reading(table: pd.DataFrame, compressed: pd.DataFrame, ratios: pd.DataFrame, *, records: int) -> Finding:
     """For each task, the fastest way at the largest file (``records``), with its margin
-    over the runner-up; what compressed logs cost to read back. ``table`` is one row per
-    (records, how) with ``per_s``; ``compressed`` the medians by ``file``."""
+    over the runner-up; perflab's reader against the usual way at every size; what
+    compressed logs cost to read back. ``table`` is one row per (records, how) with
+    ``per_s``; ``compressed`` the medians by ``file``; ``ratios`` a
+    :func:`~perflab.workbench.io_experiments.reader_ratios` table."""
     at = table[table["records"] == records].set_index("how")["per_s"]
     recommended, parts = {}, []
     for task, ways in READ_TASKS.items():
@@ -375,6 +379,16 @@ def reading(table: pd.DataFrame, compressed: pd.DataFrame, *, records: int) -> F
             f"for {task}, **{speeds.index[0]}** ({speeds.iloc[0]:,.0f}/s, {margin:.2f}x {speeds.index[1]})"
         )
     text = f"On {records:,} records the fastest ways are: " + "; ".join(parts) + ". "
+    sizes = []
+    for size, rows in ratios.groupby("records"):
+        cells = ", ".join(
+            f"{str(r['ratio']).partition(' vs ')[0]} {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
+            for r in rows.to_dict("records")
+        )
+        sizes.append(f"at {size:,} lines {cells}")
+    if sizes:
+        paired = "; ".join(sizes)
+        text += f"Against the usual way, in runs paired moments apart (median [min-max]): {paired}. "
     plain = float(at["read_jsonl records"])
     if not compressed.empty:
         text += (
@@ -382,9 +396,8 @@ def reading(table: pd.DataFrame, compressed: pd.DataFrame, *, records: int) -> F
             + ", ".join(f"{name} {row.records_per_s / plain:.0%}" for name, row in compressed.iterrows())
             + " of the plain file's speed."
         )
-    lines_x = at["mmap lines"] / at["open lines"]
-    records_x = at["mmap records"] / at["json.loads records"]
-    lookup_x = at["mmap line(i)"] / at["python index + seek"]
+    largest = ratios[ratios["records"] == records].set_index("ratio")["median"]
+    lines_x, records_x, lookup_x = (float(largest[what]) for what, _, _ in READER_RATIOS)
     best_whole = recommended["whole logs"]
     return Finding(
         title="Reading logs back: lines, records, random access",

@@ -33,6 +33,7 @@ __all__ = [
     "BASELINES",
     "CODEC_OBJECTIVES",
     "CODEC_TIES",
+    "READER_RATIOS",
     "READ_WAYS",
     "aiofiles_baseline",
     "codec_dominance",
@@ -46,6 +47,7 @@ __all__ = [
     "line_chunks",
     "read_experiment",
     "read_sweep",
+    "reader_ratios",
     "repetitive_sample",
     "sample_savings",
     "serialize",
@@ -296,6 +298,38 @@ READ_WAYS = (
 )
 
 
+#: The reader against the usual way, per task: (what, baseline way, perflab's way).
+READER_RATIOS = (
+    ("iter_lines vs for line in open()", "open lines", "mmap lines"),
+    ("records() vs json.loads per line", "json.loads records", "mmap records"),
+    ("line(i) + index vs Python index + seek", "python index + seek", "mmap line(i)"),
+)
+
+
+def reader_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """Baseline seconds over perflab's, per file size and :data:`READER_RATIOS` task, from a
+    :func:`read_sweep` frame: one ratio per repeat, pairing the two runs of the same round
+    (measured moments apart), then their median, min and max."""
+    import pandas as pd
+
+    rows = []
+    seconds = frame.set_index(["records", "how", "repeat"])["seconds"].sort_index()
+    for records in sorted(frame["records"].unique()):
+        for what, baseline, ours in READER_RATIOS:
+            paired = (seconds.loc[(records, baseline)] / seconds.loc[(records, ours)]).dropna()
+            rows.append(
+                {
+                    "records": int(records),
+                    "ratio": what,
+                    "median": float(paired.median()),
+                    "min": float(paired.min()),
+                    "max": float(paired.max()),
+                    "pairs": int(paired.size),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def read_experiment(path: str | Path, *, how: str, lookups: int = 10_000, seed: int = 0) -> dict[str, float]:
     """Read a JSON-lines file one of the :data:`READ_WAYS`; seconds and lines (or lookups)
     per second."""
@@ -329,8 +363,8 @@ def read_experiment(path: str | Path, *, how: str, lookups: int = 10_000, seed: 
         rng = random.Random(seed)
         if how == "mmap line(i)":
             with MemoryMappedReader(target) as reader:
-                picks = [rng.randrange(reader.line_count) for _ in range(lookups)]
-                for i in picks:
+                count = reader.line_count
+                for i in [rng.randrange(count) for _ in range(lookups)]:
                     reader.line(i)
         else:
             with open(target, "rb") as file:
@@ -339,7 +373,8 @@ def read_experiment(path: str | Path, *, how: str, lookups: int = 10_000, seed: 
                 for line in file:
                     offsets.append(position)
                     position += len(line)
-                for i in [rng.randrange(len(offsets)) for _ in range(lookups)]:
+                count = len(offsets)
+                for i in [rng.randrange(count) for _ in range(lookups)]:
                     file.seek(offsets[i])
                     file.readline()
         count = lookups

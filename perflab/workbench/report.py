@@ -54,7 +54,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "flush_intervals": [0.005, 0.01, 0.02, 0.05, 0.1],
         "records": 200_000,
         "sample_records": 100_000,
-        "file_records": [10_000, 100_000, 300_000, 1_000_000],
+        "file_records": [10_000, 100_000, 200_000, 1_000_000],
         "confirm_repeat": 5,
     },
 }
