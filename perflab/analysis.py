@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab.measure import compare
+from perflab.metadata import host_fingerprint
+from perflab.results import HOST_COLUMN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,6 +24,7 @@ __all__ = [
     "compare_runs",
     "comparison_table",
     "dominated",
+    "host_ratios",
     "knee",
     "pareto_front",
 ]
@@ -143,7 +146,11 @@ def compare_runs(
     baseline: Results, candidate: Results, *, min_effect: float | None = None, alpha: float = 0.05
 ) -> pd.DataFrame:
     """Per parameter point and metric present in both runs: medians, ratio with CI,
-    p-value and verdict ("faster", "slower", "no significant change")."""
+    p-value and verdict ("faster", "slower", "no significant change").
+
+    When either run was measured on a cluster (a ``host`` column), samples are compared
+    host by host (a run without the column counts as measured on its metadata's host):
+    the table gets a ``host`` column and a host found in one run only is left out."""
     import pandas as pd
 
     if tuple(baseline.parameters) != tuple(candidate.parameters):
@@ -152,6 +159,9 @@ def compare_runs(
         )
     parameters = list(baseline.parameters)
     a, b = baseline.to_frame(), candidate.to_frame()
+    if baseline.hosts or candidate.hosts:
+        a, b = _with_host(a, baseline), _with_host(b, candidate)
+        parameters.append(HOST_COLUMN)
     metrics = [m for m in baseline.metrics if m in candidate.metrics]
     detectable = _detectable(baseline, candidate)
     rows = []
@@ -173,6 +183,54 @@ def compare_runs(
     if not table.empty:
         table["detectable"] = table["metric"].map(detectable)
     return table
+
+
+def _with_host(frame: pd.DataFrame, run: Results) -> pd.DataFrame:
+    """``frame`` with its ``host`` column: a local run's rows are its metadata's host."""
+    if HOST_COLUMN in frame.columns:
+        return frame
+    return frame.assign(**{HOST_COLUMN: host_fingerprint(run.metadata)[0]})
+
+
+def host_ratios(
+    frame: pd.DataFrame, parameters: Sequence[str], metric: str, baseline: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Each point's median ``metric`` over the ``baseline`` point's, both measured on the
+    same host, then combined across hosts: the geometric mean of the hosts' ratios, with
+    the lowest and highest. How to pool hosts of different speed: their absolute numbers
+    differ, a ratio measured on one host does not (a frame without ``host`` is one host)."""
+    import numpy as np
+    import pandas as pd
+
+    if set(baseline) != set(parameters):
+        raise ValueError(f"baseline must give every parameter {list(parameters)}, got {dict(baseline)}")
+    if metric not in frame.columns:
+        raise ValueError(f"metric {metric!r} is not in the frame")
+    hosts = frame[HOST_COLUMN] if HOST_COLUMN in frame.columns else pd.Series("", index=frame.index)
+    values = pd.to_numeric(frame[metric], errors="coerce")
+    medians = values.groupby([*(frame[p] for p in parameters), hosts]).median()
+    rows = []
+    for point, by_host in medians.groupby(level=list(range(len(parameters)))):
+        ratios = []
+        for key, median in by_host.items():
+            host = key[-1] if isinstance(key, tuple) else key
+            base = medians.get((*(baseline[p] for p in parameters), host))
+            if base is not None and base != 0 and np.isfinite(base) and np.isfinite(median):
+                ratios.append(median / base)
+        if not ratios:
+            continue
+        named = dict(zip(parameters, point if isinstance(point, tuple) else (point,), strict=True))
+        rows.append(
+            {
+                **named,
+                "metric": metric,
+                "ratio": float(np.exp(np.mean(np.log(ratios)))),
+                "lowest": float(min(ratios)),
+                "highest": float(max(ratios)),
+                "hosts": len(ratios),
+            }
+        )
+    return pd.DataFrame.from_records(rows)
 
 
 def _detectable(*runs: Results) -> dict[str, float | None]:
@@ -266,7 +324,10 @@ def aa_effects(
     import pandas as pd
 
     effects: dict[str, float | None] = {}
-    groups = list(frame.groupby(list(parameters), sort=False)) if parameters else [((), frame)]
+    keys = list(parameters)
+    if HOST_COLUMN in frame.columns and HOST_COLUMN not in keys:
+        keys.append(HOST_COLUMN)  # a pair is measured on one host
+    groups = list(frame.groupby(keys, sort=False)) if keys else [((), frame)]
     for metric in metrics:
         found = []
         for _, group in groups:

@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import hashlib
 import os
 import platform
 import socket
 import subprocess
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["collect_metadata", "PACKAGES"]
+__all__ = [
+    "HOST_FIELDS",
+    "HOST_TAG_VARIABLE",
+    "PACKAGES",
+    "collect_metadata",
+    "host_fingerprint",
+    "this_host",
+]
 
 #: Packages whose versions are recorded when installed.
 PACKAGES = (
@@ -32,6 +42,13 @@ PACKAGES = (
     "papermill",
     "matplotlib",
 )
+
+#: The metadata that makes two measurements comparable: same hardware, Python and perflab.
+HOST_FIELDS = ("cpu_model", "cpu_count", "memory_total_gb", "python")
+
+#: An environment variable whose value joins the host fingerprint: to keep apart hosts
+#: whose hardware reads the same (two racks, two cloud zones), or to fake hosts in tests.
+HOST_TAG_VARIABLE = "PERFLAB_HOST_TAG"
 
 
 def _cpu_model() -> str:
@@ -101,4 +118,37 @@ def collect_metadata(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any
         "packages": versions,
         "git": _git_commit(Path(cwd) if cwd else Path.cwd()),
         "event_loop": _event_loop(),
+        "host_tag": os.environ.get(HOST_TAG_VARIABLE) or None,
     }
+
+
+def host_fingerprint(metadata: Mapping[str, Any]) -> tuple[str, str]:
+    """(a short id, a readable label) of the host a measurement was taken on: results
+    from different fingerprints are never pooled."""
+    packages = metadata.get("packages") or {}
+    values = [str(metadata.get(field, "?")) for field in HOST_FIELDS] + [str(packages.get("perflab", "?"))]
+    tag = metadata.get("host_tag")
+    digest = hashlib.sha1("|".join(values + ([str(tag)] if tag else [])).encode()).hexdigest()[:8]
+    cpu, cores, memory, python, perflab = values
+    label = f"{cpu}, {cores} CPUs, {memory} GiB, Python {python}, perflab {perflab}"
+    return digest, label + (f", tag {tag}" if tag else "")
+
+
+@functools.cache
+def this_host() -> tuple[str, str]:
+    """:func:`host_fingerprint` of this process's machine, from the few fields it needs
+    (cheap enough for every sample a cluster worker measures)."""
+    try:
+        perflab_version = version("perflab")
+    except PackageNotFoundError:
+        perflab_version = "?"
+    return host_fingerprint(
+        {
+            "cpu_model": _cpu_model(),
+            "cpu_count": psutil.cpu_count(logical=True),
+            "memory_total_gb": round(psutil.virtual_memory().total / 2**30, 2),
+            "python": platform.python_version(),
+            "packages": {"perflab": perflab_version},
+            "host_tag": os.environ.get(HOST_TAG_VARIABLE) or None,
+        }
+    )

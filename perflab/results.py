@@ -23,7 +23,19 @@ from perflab.metadata import collect_metadata
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FORMAT_VERSION", "SUMMARY_COLUMNS", "Results", "load_run", "summarize"]
+__all__ = [
+    "FORMAT_VERSION",
+    "HOST_COLUMN",
+    "SUMMARY_COLUMNS",
+    "Results",
+    "load_run",
+    "metric_columns",
+    "summarize",
+]
+
+#: The column that says which host measured a sample (a :func:`perflab.metadata.this_host`
+#: fingerprint), present when a sweep ran on a cluster; summaries group by it.
+HOST_COLUMN = "host"
 
 #: The columns :func:`summarize` adds beside the parameters: no parameter may be named so.
 SUMMARY_COLUMNS = (
@@ -42,6 +54,15 @@ SUMMARY_COLUMNS = (
     "noisy",
     "noise_reasons",
 )
+
+#: Columns of a tidy frame that are neither parameters nor metrics.
+_RESERVED = ("repeat", HOST_COLUMN)
+
+
+def metric_columns(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
+    """The metric columns of a tidy frame: all but the parameters, ``repeat`` and ``host``."""
+    return [c for c in frame.columns if c not in parameters and c not in _RESERVED]
+
 
 FORMAT_NAME = "perflab.results"
 FORMAT_VERSION = 1
@@ -68,6 +89,9 @@ class Results:
     units: dict[str, str] = dataclasses.field(default_factory=dict)
     higher_is_better: dict[str, bool] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Fingerprint -> label of the hosts that measured the rows (a cluster run's ``host``
+    #: column); empty when every row was measured where ``metadata`` was collected.
+    hosts: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.parameters = tuple(self.parameters)
@@ -75,8 +99,9 @@ class Results:
         clash = set(self.parameters) & set(self.metrics)
         if clash:
             raise ValueError(f"names used both as parameter and metric: {sorted(clash)}")
-        if "repeat" in self.parameters or "repeat" in self.metrics:
-            raise ValueError("'repeat' is reserved for the repeat column")
+        for reserved in _RESERVED:
+            if reserved in self.parameters or reserved in self.metrics:
+                raise ValueError(f"{reserved!r} is reserved for the {reserved} column")
         for i, row in enumerate(self.rows):
             self._check_row(row, f"rows[{i}]")
 
@@ -84,7 +109,8 @@ class Results:
         """A row must hold every column: ``load`` refuses a file with one that doesn't."""
         if not isinstance(row, Mapping):
             raise TypeError(f"{where} must be a mapping of column to value, got {type(row).__name__}")
-        missing = [c for c in (*self.parameters, "repeat", *self.metrics) if c not in row]
+        host = [HOST_COLUMN] if self.hosts else []
+        missing = [c for c in (*self.parameters, "repeat", *host, *self.metrics) if c not in row]
         if missing:
             raise ValueError(f"{where} lacks {missing}")
 
@@ -113,7 +139,8 @@ class Results:
         """The tidy table: parameter columns, ``repeat``, then metric columns."""
         import pandas as pd
 
-        columns = [*self.parameters, "repeat", *self.metrics]
+        host = [HOST_COLUMN] if self.hosts else []
+        columns = [*self.parameters, "repeat", *host, *self.metrics]
         return pd.DataFrame(self.rows, columns=columns)
 
     def summarize(self) -> pd.DataFrame:
@@ -122,14 +149,18 @@ class Results:
         summary = summarize(self.to_frame(), self.parameters, self.metrics)
         if not summary.empty:
             after_metric = list(summary.columns).index("metric") + 1
-            summary.insert(after_metric, "unit", summary["metric"].map(self.units).fillna(""))
+            summary.insert(after_metric, "unit", [self.units.get(str(m), "") for m in summary["metric"]])
         return summary
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, name: str, parameters: Sequence[str], **fields: Any) -> Results:
-        """Results from a tidy frame (parameter columns, ``repeat``, metric columns)."""
-        metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
+        """Results from a tidy frame (parameter columns, ``repeat``, metric columns, and
+        ``host`` when it ran on a cluster: the labels come from the sweep's attrs)."""
+        metrics = metric_columns(frame, parameters)
         rows = [{str(key): value for key, value in row.items()} for row in frame.to_dict("records")]
+        if HOST_COLUMN in frame.columns and "hosts" not in fields:
+            labels = frame.attrs.get("perflab", {}).get("hosts", {})
+            fields["hosts"] = {str(h): labels.get(h, str(h)) for h in frame[HOST_COLUMN].unique()}
         return cls.new(name, parameters, metrics, rows, **fields)
 
     # ----------------------------------------------------------------- files
@@ -178,7 +209,9 @@ def summarize(
     """One row per parameter point and metric (long format) with n, median, quartiles, IQR,
     min, max, the 95% CI of the median, relative noise and pyperf's noise verdict.
 
-    ``frame`` is a tidy sweep (parameter columns, ``repeat``, metric columns).
+    ``frame`` is a tidy sweep (parameter columns, ``repeat``, metric columns). Samples of
+    different hosts (a ``host`` column, from a cluster) are never pooled: the summary has a
+    row per point, host and metric.
     """
     import numpy as np
     import pandas as pd
@@ -193,7 +226,9 @@ def summarize(
     if missing:
         raise ValueError(f"parameters not in the frame: {missing}")
     if metrics is None:
-        metrics = [c for c in frame.columns if c not in parameters and c != "repeat"]
+        metrics = metric_columns(frame, parameters)
+    if HOST_COLUMN in frame.columns and HOST_COLUMN not in parameters:
+        parameters = [*parameters, HOST_COLUMN]
     records = []
     groups = frame.groupby(parameters, sort=False, dropna=False) if parameters else [((), frame)]
     for key, group in groups:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from perflab import Results
-from perflab.analysis import compare_runs, knee, pareto_front
+from perflab.analysis import compare_runs, host_ratios, knee, pareto_front
 from perflab.results import summarize
 
 from synthetic import pool_results
@@ -91,3 +92,54 @@ def test_dominated_names_the_beaten_rows_with_a_noise_tolerance() -> None:
     assert dominated(gzip, {"saved": "max", "speed": "max"}, key="codec").dominated.tolist() == ["gzip-8"]
     # Within 5% the speeds tie: neither gzip level beats the other.
     assert dominated(gzip, {"saved": "max", "speed": "max"}, key="codec", tolerance={"speed": 0.05}).empty
+
+
+def on_hosts(speeds: dict[str, float], seed: int) -> Results:
+    """A cluster run: every pool size measured on each host, hosts at different speeds."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        {"pool": pool, "repeat": r, "host": host, "throughput": pool * 100 * speed * rng.normal(1, 0.01)}
+        for host, speed in speeds.items()
+        for pool in (1, 4)
+        for r in range(9)
+    ]
+    hosts = {host: f"host {host}" for host in speeds}
+    return Results.new(
+        "taskpool", ["pool"], ["throughput"], rows, hosts=hosts, higher_is_better={"throughput": True}
+    )
+
+
+def test_cluster_runs_are_compared_host_by_host_never_across() -> None:
+    baseline = on_hosts({"a": 1.0, "b": 2.0}, seed=1)
+    # The candidate ran on host b only, and is 10% slower there. Pooled, its median
+    # (host b, 2x fast) would look far faster than the baseline's mix of a and b.
+    candidate = on_hosts({"b": 1.8}, seed=2)
+    table = compare_runs(baseline, candidate)
+    assert set(table["host"]) == {"b"}
+    assert set(table["verdict"]) == {"slower"} and table["ratio"].between(0.88, 0.92).all()
+    # A local run counts as measured on its metadata's host.
+    local = pool_results(1.0, 3, pools=(1, 4), repeats=9)
+    assert compare_runs(local, candidate).empty  # this machine is neither a nor b
+
+
+def test_summaries_of_a_cluster_run_are_per_host() -> None:
+    run = on_hosts({"a": 1.0, "b": 2.0}, seed=4)
+    summary = run.summarize()
+    assert list(summary.columns[:3]) == ["pool", "host", "metric"]
+    medians = summary.set_index(["pool", "host"])["median"]
+    assert medians[(4, "b")] / medians[(4, "a")] == pytest.approx(2.0, rel=0.03)
+    again = Results.from_dict(run.to_dict())
+    assert again.hosts == {"a": "host a", "b": "host b"} and again.to_frame().equals(run.to_frame())
+    with pytest.raises(ValueError, match=r"rows\[0\] lacks \['host'\]"):
+        Results.new(
+            "x", ["pool"], ["throughput"], [{"pool": 1, "repeat": 0, "throughput": 1.0}], hosts={"a": "A"}
+        )
+
+
+def test_host_ratios_pool_hosts_by_their_ratio_to_a_same_host_baseline() -> None:
+    frame = on_hosts({"a": 1.0, "b": 3.0}, seed=5).to_frame()
+    ratios = host_ratios(frame, ["pool"], "throughput", {"pool": 1}).set_index("pool")
+    assert ratios.loc[4, "ratio"] == pytest.approx(4.0, rel=0.02)  # 4x on each host
+    assert ratios.loc[4, "hosts"] == 2 and ratios.loc[1, "ratio"] == 1.0
+    with pytest.raises(ValueError, match="baseline must give every parameter"):
+        host_ratios(frame, ["pool"], "throughput", {"size": 1})

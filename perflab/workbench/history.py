@@ -8,34 +8,22 @@ fingerprint of its metadata (CPU model and count, memory, Python, perflab versio
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import html
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from perflab.changes import MIN_RUNS, Change, detect_changes
+from perflab.metadata import HOST_FIELDS, host_fingerprint
 from perflab.results import Results, summarize
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["HOST_FIELDS", "History", "RunRecord", "host_fingerprint", "load_history", "write_history"]
-
-#: The metadata that makes two runs comparable: same hardware, Python and perflab.
-HOST_FIELDS = ("cpu_model", "cpu_count", "memory_total_gb", "python")
-
-
-def host_fingerprint(metadata: Mapping[str, Any]) -> tuple[str, str]:
-    """(a short id, a readable label) of the host a run was measured on."""
-    packages = metadata.get("packages") or {}
-    values = [str(metadata.get(field, "?")) for field in HOST_FIELDS] + [str(packages.get("perflab", "?"))]
-    digest = hashlib.sha1("|".join(values).encode()).hexdigest()[:8]
-    cpu, cores, memory, python, perflab = values
-    return digest, f"{cpu}, {cores} CPUs, {memory} GiB, Python {python}, perflab {perflab}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

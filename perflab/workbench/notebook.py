@@ -19,7 +19,7 @@ import orjson
 from perflab._files import write_new
 from perflab._validate import check_int, check_number, check_str
 from perflab.analysis import aa_effects
-from perflab.results import Results
+from perflab.results import Results, metric_columns
 from perflab.workbench.findings import Finding
 from perflab.workbench.metrics import Metric, directions, units
 
@@ -133,7 +133,7 @@ def publish(
         return None
     directory = Path(output_dir)
     (directory / "figures").mkdir(parents=True, exist_ok=True)
-    names = [c for c in frame.columns if c not in parameters and c != "repeat"]
+    names = metric_columns(frame, parameters)
     extras = {"min_detectable_effect": aa_effects(frame, parameters, names), **(extra or {})}
     known = dict(metrics or {})  # a user's own metrics, beside the registry's
     registered = [m for m in names if m not in known]
