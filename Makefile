@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/concurrency.py
 	$(BIN)/python benchmarks/io.py
 	$(BIN)/python benchmarks/profiler.py
+	$(BIN)/python benchmarks/cluster.py
 
 ## lab: JupyterLab on notebooks/ with the project's kernel
 lab: $(STAMP)

@@ -104,6 +104,36 @@ def _literal(text: str) -> Any:
         return text
 
 
+def _cluster_of(args: argparse.Namespace) -> Any:
+    """The Cluster that --cluster/--scheduler name, or None (raises ValueError)."""
+    address = getattr(args, "cluster", None) or getattr(args, "scheduler", None)
+    if address is None:
+        if getattr(args, "spread", False):
+            raise ValueError("--spread needs a cluster: give --cluster or --scheduler")
+        return None
+    from perflab.cluster import Cluster
+
+    if args.cluster is not None and not args.cluster.startswith("local:"):
+        raise ValueError(f"--cluster takes local:N (N worker processes here), got {args.cluster!r}")
+    if args.scheduler is not None and args.scheduler.startswith("local:"):
+        raise ValueError("--scheduler takes a scheduler address like tcp://host:8786; use --cluster local:N")
+    return Cluster(address, spread=getattr(args, "spread", False))
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser, *, spread: bool) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="local:N", help="run on N Dask worker processes on this machine")
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on a Dask cluster, e.g. tcp://host:8786 (workers: BENCH=1)",
+    )
+    if spread:
+        parser.add_argument(
+            "--spread", action="store_true", help="spread each point's repeats across the cluster's hosts"
+        )
+
+
 def _report(args: argparse.Namespace) -> int:
     from perflab.workbench.report import run_report
 
@@ -119,17 +149,21 @@ def _report(args: argparse.Namespace) -> int:
             notebooks_dir=args.notebooks,
             parameters=overrides,
             force=args.force,
+            cluster=_cluster_of(args),
         )
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, FileExistsError, OSError, ImportError) as error:
         return _fail("report", str(error))
     for run in report.notebooks:
         if run.failure:
-            print(f"FAILED {run.name}: {run.failure}", file=sys.stderr)
+            print(f"{run.status.upper()} {run.name}: {run.failure}", file=sys.stderr)
     print(f"report: {report.index.resolve()}")
+    if report.interrupted:
+        return 130
     return 0 if report.ok else 1
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from perflab.sweep import SweepInterrupted
     from perflab.workbench.target import parse_grid, run_sweep
 
     try:
@@ -142,8 +176,13 @@ def _sweep(args: argparse.Namespace) -> int:
             out=args.out,
             loop=args.loop,
             force=args.force,
+            cluster=_cluster_of(args),
         )
-    except (ValueError, TypeError, FileExistsError) as error:
+    except SweepInterrupted as stop:
+        saved = f"saved to {stop.saved_to}" if len(stop.frame) else "nothing had finished"
+        print(f"perflab sweep: interrupted; {len(stop.frame)} finished runs {saved}", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileExistsError, OSError, ImportError) as error:
         return _fail("sweep", str(error))
     print(run.finding.conclusion.replace("**", "").replace("`", ""))
     print(f"report: {run.index.resolve()}")
@@ -253,10 +292,14 @@ def _compare(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"perflab compare: {error}", file=sys.stderr)
         return 2
-    from perflab.workbench.history import host_fingerprint
+    from perflab.metadata import host_fingerprint
 
     hosts = {host_fingerprint(r.metadata) for run in (baseline, candidate) for r in run.values()}
-    if len(hosts) > 1 and not args.cross_host:
+    # A run measured on a cluster carries each sample's host: it is compared host by host.
+    by_host = any(r.hosts for run in (baseline, candidate) for r in run.values())
+    if by_host:
+        print("the runs hold samples of several hosts: compared host by host (never across)")
+    elif len(hosts) > 1 and not args.cross_host:
         labels = "; ".join(label for _, label in sorted(hosts))
         return _fail(
             "compare",
@@ -332,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--notebooks", default="notebooks", help="the notebooks folder (default notebooks/)")
     report.add_argument("--force", action="store_true", help="write into an --out folder that is not empty")
+    _add_cluster_options(report, spread=False)
     report.set_defaults(run=_report)
 
     swp = commands.add_parser("sweep", help="sweep your own sync or async function over a grid")
@@ -346,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--out", help="write the report here instead of reports/<timestamp>-sweep-<name>/")
     swp.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop for async")
     swp.add_argument("--force", action="store_true", help="write into an --out folder that is not empty")
+    _add_cluster_options(swp, spread=True)
     swp.set_defaults(run=_sweep)
 
     compare = commands.add_parser("compare", help="compare two report runs metric by metric")

@@ -9,6 +9,11 @@ biasing the last ones. ``seed_param="seed"`` passes the repeat number to ``fn`` 
 for every point of a repeat (common random numbers: differences between points are the
 settings', not the draws'). The result has one row per (point, repeat): parameter
 columns, ``repeat``, then metric columns; ``frame.attrs["perflab"]`` names which is which.
+
+``cluster=`` runs every run as a task on a Dask cluster (:mod:`perflab.cluster`): the
+frame then has a ``host`` column after ``repeat`` (the fingerprint of the host that
+measured each sample) and the same rows, in the same order, as a local sweep. Ctrl-C
+raises :class:`SweepInterrupted` with the frame of the runs that finished, locally or not.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_number
 from perflab.measure import median_ci
+from perflab.results import HOST_COLUMN
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Adaptive", "asweep", "grid_points", "sweep"]
+    from perflab.cluster import Cluster, Run
+
+__all__ = ["Adaptive", "SweepInterrupted", "asweep", "grid_points", "sweep"]
 
 Metrics = Mapping[str, float | int | bool | None]
 
@@ -69,6 +77,16 @@ class Adaptive:
             )
             open_.append(not tight and overlaps)
         return open_
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: ``frame`` holds every run that finished (the others were
+    cancelled), so nothing measured is lost; ``saved_to`` is where a caller saved it."""
+
+    def __init__(self, frame: pd.DataFrame, saved_to: Any = None) -> None:
+        super().__init__(f"sweep interrupted after {len(frame)} measured runs")
+        self.frame = frame
+        self.saved_to = saved_to
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -112,6 +130,9 @@ class _Rows:
         self.rows: list[dict[str, Any]] = []
         self.repeats: dict[str, int] | None = None  # per point, when repeats were adaptive
         self.repeat_limit = 0  # the most an adaptive point could take
+        self.hosts: dict[str, str] = {}  # fingerprint -> label, when run on a cluster
+        self.missing: list[dict[str, Any]] = []  # runs lost to dying workers
+        self.settle: Callable[[], None] | None = None  # waits for runs still out on a cluster
 
     def check(self, point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
         if not isinstance(metrics, Mapping):
@@ -143,6 +164,8 @@ class _Rows:
 
     def samples(self, points: list[dict[str, Any]], metric: str) -> list[list[float]]:
         """Each point's values of ``metric`` so far (None and NaN left out)."""
+        if self.settle is not None:
+            self.settle()
         if self.metrics is not None and metric not in self.metrics:
             raise ValueError(f"adaptive metric {metric!r} is not one fn returns: {self.metrics}")
         by_point: dict[str, list[float]] = {_key(p): [] for p in points}
@@ -152,10 +175,11 @@ class _Rows:
                 by_point[_key({k: row[k] for k in points[0]})].append(float(value))
         return [by_point[_key(p)] for p in points]
 
-    def add(self, point: dict[str, Any], repeat: int | None, outcome: Any) -> None:
+    def add(self, point: dict[str, Any], repeat: int | None, outcome: Any, host: str | None = None) -> None:
         metrics = self.check(point, outcome)
         if repeat is not None:
-            self.rows.append({**point, "repeat": repeat, **metrics})
+            where = {HOST_COLUMN: host} if host is not None else {}
+            self.rows.append({**point, "repeat": repeat, **where, **metrics})
 
 
 def _adaptive_runs(
@@ -227,8 +251,12 @@ def _frame(points: list[dict[str, Any]], rows: _Rows, name: str) -> pd.DataFrame
 
     parameters = list(points[0])
     metrics = rows.metrics or []  # every point returned these (checked as they came)
-    frame = pd.DataFrame(rows.rows, columns=[*parameters, "repeat", *metrics])
+    host = [HOST_COLUMN] if rows.hosts else []
+    frame = pd.DataFrame(rows.rows, columns=[*parameters, "repeat", *host, *metrics])
     frame.attrs["perflab"] = {"name": name, "parameters": parameters, "metrics": metrics}
+    if rows.hosts:
+        frame.attrs["perflab"]["hosts"] = dict(rows.hosts)
+        frame.attrs["perflab"]["missing"] = list(rows.missing)
     if rows.repeats is not None:
         frame.attrs["perflab"]["repeats"] = rows.repeats
         frame.attrs["perflab"]["repeat_limit"] = rows.repeat_limit
@@ -252,12 +280,16 @@ def sweep(
     name: str = "sweep",
     seed_param: str | None = None,
     adaptive: Adaptive | None = None,
+    cluster: Cluster | None = None,
 ) -> pd.DataFrame:
     """Measure every point of ``grid`` ``repeat`` times (after ``warmup`` discarded runs
     per point); with ``adaptive``, at most ``repeat`` times, stopping a point once it is
     settled (see :class:`Adaptive`). An async ``fn`` works when no loop is running; inside
-    one (a notebook) use ``await asweep(...)``."""
+    one (a notebook) use ``await asweep(...)``. With ``cluster``, every run is a task on
+    that Dask cluster (see :mod:`perflab.cluster`)."""
     points, runs = _plan(fn, grid, repeat, warmup, order)
+    if cluster is not None:
+        return _cluster_sweep(fn, points, runs, repeat, warmup, adaptive, cluster, name, seed_param, progress)
     if inspect.iscoroutinefunction(fn):
         try:
             asyncio.get_running_loop()
@@ -277,9 +309,12 @@ def sweep(
         raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
     rows = _Rows(points, seed_param)
     with _progress(len(runs), progress, name) as bar:
-        for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
-            rows.add(point, r, fn(**_call_args(point, seed_param, r)))
-            bar.update()
+        try:
+            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
+                rows.add(point, r, fn(**_call_args(point, seed_param, r)))
+                bar.update()
+        except KeyboardInterrupt:
+            raise SweepInterrupted(_frame(points, rows, name)) from None
     return _frame(points, rows, name)
 
 
@@ -294,15 +329,98 @@ async def asweep(
     name: str = "sweep",
     seed_param: str | None = None,
     adaptive: Adaptive | None = None,
+    cluster: Cluster | None = None,
 ) -> pd.DataFrame:
-    """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable."""
+    """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable.
+    With ``cluster`` the sweep waits in a thread, so the loop keeps running."""
     points, runs = _plan(fn, grid, repeat, warmup, order)
+    if cluster is not None:
+        return await asyncio.to_thread(
+            _cluster_sweep, fn, points, runs, repeat, warmup, adaptive, cluster, name, seed_param, progress
+        )
     rows = _Rows(points, seed_param)
     with _progress(len(runs), progress, name) as bar:
+        try:
+            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
+                outcome = fn(**_call_args(point, seed_param, r))
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+                rows.add(point, r, outcome)
+                bar.update()
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            raise SweepInterrupted(_frame(points, rows, name)) from None
+    return _frame(points, rows, name)
+
+
+def _cluster_sweep(
+    fn: Callable[..., Any],
+    points: list[dict[str, Any]],
+    runs: list[tuple[dict[str, Any], int | None]],
+    repeat: int,
+    warmup: int,
+    adaptive: Adaptive | None,
+    cluster: Cluster,
+    name: str,
+    seed_param: str | None,
+    progress: bool,
+) -> pd.DataFrame:
+    """The runs as tasks on ``cluster``; rows kept in the order a local sweep makes them."""
+    from perflab.cluster import Cluster, Run
+
+    if not isinstance(cluster, Cluster):
+        raise TypeError(f"cluster must be a perflab.cluster.Cluster, got {type(cluster).__name__}")
+    rows = _Rows(points, seed_param)
+    index = {_key(point): i for i, point in enumerate(points)}
+    finished: dict[int, tuple[Run, Any, str]] = {}
+    next_row = [0]
+    submitted: list[Run] = []
+
+    def tasks() -> Iterator[Run]:
         for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
-            outcome = fn(**_call_args(point, seed_param, r))
-            if inspect.isawaitable(outcome):
-                outcome = await outcome
-            rows.add(point, r, outcome)
-            bar.update()
+            kwargs = _call_args(point, seed_param, r)
+            run = Run(fn, kwargs, point, r, index[_key(point)], len(submitted), name)
+            submitted.append(run)
+            yield run
+
+    def flush(final: bool = False) -> None:
+        """Add the finished rows in submission order, past runs lost to dying workers (and
+        when ``final``, past runs that were cancelled)."""
+        while next_row[0] < len(submitted):
+            if next_row[0] in finished:
+                ready, value, where = finished.pop(next_row[0])
+                rows.add(ready.point, ready.repeat, value, where)
+            elif submitted[next_row[0]].error is None and not final:
+                return  # still running
+            next_row[0] += 1
+
+    def done(run: Run, outcome: Any) -> None:
+        result, host, label = outcome
+        rows.hosts.setdefault(host, label)
+        finished[run.sequence] = (run, result, host)
+        flush()
+        bar.update()
+
+    def settle() -> None:
+        cluster.settle()
+        flush()
+
+    started = cluster.started
+    if not started:
+        cluster.start()
+    rows.settle = settle
+    try:
+        with _progress(len(runs), progress, name) as bar:
+            try:
+                lost = cluster.run(tasks(), done)
+            except KeyboardInterrupt:
+                flush(final=True)
+                raise SweepInterrupted(_frame(points, rows, name)) from None
+    finally:
+        if not started:
+            cluster.close()
+    flush()
+    for run in lost:
+        rows.missing.append({"point": run.point, "repeat": run.repeat, "error": run.error})
+    if not rows.hosts:
+        raise RuntimeError(f"every run of the sweep on {cluster.address} was lost to dying workers")
     return _frame(points, rows, name)

@@ -192,3 +192,23 @@ def test_the_full_profile_sets_each_parameter_to_a_value_of_its_kind() -> None:
                 assert type(defaults[key]) is type(value), (name, key)
                 if isinstance(value, list):
                     assert type(defaults[key][0]) is type(value[0]), (name, key)
+
+
+def test_a_run_that_mixes_hosts_says_so_and_names_them(tmp_path: Path) -> None:
+    from perflab.metadata import collect_metadata
+    from perflab.workbench.report import NotebookRun, write_index
+
+    runs = [
+        NotebookRun("taskpool", "ok", 1.0, {}, host="aaaa1111", host_label="EPYC, 2 CPUs"),
+        NotebookRun("writes", "ok", 1.0, {}, host="bbbb2222", host_label="Xeon, 8 CPUs"),
+        NotebookRun("reading", "cancelled", 0.0, {}, "cancelled (Ctrl-C) before it finished"),
+    ]
+    report = ReportRun(tmp_path, "quick", runs, interrupted=True)
+    write_index(report, collect_metadata())
+    page = report.index.read_text()
+    assert "This run mixes 2 hosts: EPYC, 2 CPUs (aaaa1111); Xeon, 8 CPUs (bbbb2222)" in page
+    assert "on Xeon, 8 CPUs" in page and "CANCELLED" in page and "Interrupted (Ctrl-C)" in page
+    assert not report.ok
+    one_host = ReportRun(tmp_path, "quick", runs[:1])
+    write_index(one_host, collect_metadata())
+    assert "This run mixes" not in one_host.index.read_text() and one_host.ok

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from perflab.sweep import asweep, grid_points, sweep
+from perflab.sweep import SweepInterrupted, asweep, grid_points, sweep
 
 
 def test_grid_points_are_every_combination_in_order() -> None:
@@ -96,3 +96,20 @@ def test_repeat_and_warmup_are_validated() -> None:
         sweep(lambda n: {"m": 1}, {"n": [1]}, repeat=0)
     with pytest.raises(ValueError, match="order must be 'interleaved' or 'grouped'"):
         sweep(lambda n: {"m": 1}, {"n": [1]}, order="random", progress=False)
+
+
+def test_ctrl_c_keeps_the_runs_that_finished() -> None:
+    calls = []
+
+    def measure(size: int) -> dict[str, float]:
+        calls.append(size)
+        if len(calls) == 7:  # the user presses Ctrl-C during the 7th run
+            raise KeyboardInterrupt
+        return {"value": float(size)}
+
+    with pytest.raises(SweepInterrupted) as stop:
+        sweep(measure, {"size": [1, 2, 3]}, repeat=4, warmup=1, progress=False)
+    frame = stop.value.frame
+    # 3 warm-ups, then repeat 0 of every point, then the first point of repeat 1.
+    assert frame[["size", "repeat"]].values.tolist() == [[1, 0], [2, 0], [3, 0]]
+    assert isinstance(stop.value, KeyboardInterrupt) and "after 3 measured runs" in str(stop.value)

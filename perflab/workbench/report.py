@@ -19,14 +19,19 @@ import html
 import os
 import re
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from perflab._files import write_new
-from perflab.metadata import collect_metadata
+from perflab.cluster import RESOURCE
+from perflab.metadata import collect_metadata, this_host
+
+if TYPE_CHECKING:
+    from perflab.cluster import Cluster
 
 __all__ = [
     "PROFILES",
@@ -68,6 +73,8 @@ class NotebookRun:
     parameters: dict[str, Any]
     failure: str | None = None
     summary: dict[str, Any] | None = None
+    host: str = ""  # the fingerprint of the host it ran on (perflab.metadata.this_host)
+    host_label: str = ""
 
 
 @dataclasses.dataclass
@@ -75,10 +82,21 @@ class ReportRun:
     directory: Path
     profile: str
     notebooks: list[NotebookRun]
+    interrupted: bool = False  # Ctrl-C: the notebooks not run are "cancelled"
 
     @property
     def ok(self) -> bool:
-        return all(n.status == "ok" for n in self.notebooks)
+        return not self.interrupted and all(n.status == "ok" for n in self.notebooks)
+
+    def hosts(self) -> dict[str, str]:
+        """Every host that measured something in this run: the notebooks' and, for a sweep
+        on a cluster, its samples' (fingerprint -> label)."""
+        found = {run.host: run.host_label for run in self.notebooks if run.host}
+        for run in self.notebooks:
+            results = self.directory / run.name / "results.json"
+            if results.exists():
+                found.update(orjson.loads(results.read_bytes()).get("hosts") or {})
+        return found
 
     @property
     def index(self) -> Path:
@@ -161,9 +179,14 @@ def run_report(
     parameters: Mapping[str, Any] | None = None,
     log: Any = print,
     force: bool = False,
+    cluster: Cluster | None = None,
 ) -> ReportRun:
     """Run the notebooks and write the report; see the module docstring. An ``out``
-    folder that exists and is not empty is refused unless ``force``."""
+    folder that exists and is not empty is refused unless ``force``. With ``cluster``
+    each notebook is one task on that Dask cluster (one per host at a time, see
+    :mod:`perflab.cluster`): the worker runs it in a scratch folder and sends its files
+    back, so hosts need perflab installed but no shared disk. Ctrl-C cancels the
+    notebooks not run yet and still writes the report of those that finished."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     notebooks = find_notebooks(notebooks_dir)
@@ -182,17 +205,131 @@ def run_report(
     directory = Path(out) if out is not None else Path(reports_dir) / f"{stamp}-{profile}"
     directory.mkdir(parents=True, exist_ok=out is not None)
     started = time.perf_counter()
-    runs = []
-    for name, path in notebooks.items():
-        log(f"running {name} ({profile}) ...")
-        run = _run_notebook(name, path, directory, plan[name])
-        log(f"  {run.status} in {run.seconds:.1f} s" + (f": {run.failure}" if run.failure else ""))
-        runs.append(run)
-    report = ReportRun(directory, profile, runs)
+    if cluster is not None:
+        runs, interrupted = _run_on_cluster(notebooks, plan, directory, cluster, log)
+    else:
+        runs, interrupted = [], False
+        try:
+            for name, path in notebooks.items():
+                log(f"running {name} ({profile}) ...")
+                run = _run_notebook(name, path, directory, plan[name])
+                log(f"  {run.status} in {run.seconds:.1f} s" + (f": {run.failure}" if run.failure else ""))
+                runs.append(run)
+        except KeyboardInterrupt:
+            interrupted = True
+            done = {run.name for run in runs}
+            runs += [_cancelled(name, plan[name]) for name in notebooks if name not in done]
+    report = ReportRun(directory, profile, runs, interrupted)
     metadata = collect_metadata()
     write_run_json(report, metadata, time.perf_counter() - started)
     write_index(report, metadata)
     return report
+
+
+def _cancelled(name: str, injected: Mapping[str, Any]) -> NotebookRun:
+    params = {k: v for k, v in injected.items() if k != "output_dir"}
+    return NotebookRun(name, "cancelled", 0.0, params, "cancelled (Ctrl-C) before it finished")
+
+
+def _run_on_cluster(
+    notebooks: Mapping[str, Path],
+    plan: Mapping[str, dict[str, Any]],
+    directory: Path,
+    cluster: Cluster,
+    log: Any,
+) -> tuple[list[NotebookRun], bool]:
+    """Each notebook as one task; the files each sends back are written into
+    ``directory`` as a local run would have written them."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    started = cluster.started
+    if not started:
+        cluster.start()
+    client = cluster.client
+    futures = {
+        client.submit(
+            notebook_task,
+            name,
+            path.read_bytes(),
+            plan[name],
+            _input_files(plan[name]),
+            key=f"perflab-report-{name}-{uuid.uuid4().hex}",
+            pure=False,
+            resources={RESOURCE: 1},
+        ): name
+        for name, path in notebooks.items()
+    }
+    log(f"running {len(futures)} notebooks on {cluster.address} ...")
+    finished: dict[str, NotebookRun] = {}
+    interrupted = False
+    try:
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                run, files = future.result()
+            except KilledWorker as error:
+                params = {k: v for k, v in plan[name].items() if k != "output_dir"}
+                run, files = NotebookRun(name, "failed", 0.0, params, f"its worker died: {error}"), {}
+            for relative, data in files.items():
+                target = directory / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            if run.summary is None and (directory / name / "summary.json").exists():
+                run.summary = orjson.loads((directory / name / "summary.json").read_bytes())
+            finished[name] = run
+            where = f" on {run.host_label}" if run.host_label else ""
+            log(
+                f"  {name}: {run.status} in {run.seconds:.1f} s{where}"
+                + (f": {run.failure}" if run.failure else "")
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+        client.cancel(list(futures))
+    finally:
+        if not started:
+            cluster.close()
+    runs = [finished.get(name) or _cancelled(name, plan[name]) for name in notebooks]
+    return runs, interrupted
+
+
+def _input_files(injected: Mapping[str, Any]) -> dict[str, tuple[str, bytes]]:
+    """The files a notebook's parameters name (e.g. ``server_profile``), to send along:
+    a worker on another host has no copy."""
+    return {
+        key: (Path(value).name, Path(value).read_bytes())
+        for key, value in injected.items()
+        if isinstance(value, str) and value and os.path.isabs(value) and os.path.isfile(value)
+    }
+
+
+def notebook_task(
+    name: str, source: bytes, injected: dict[str, Any], inputs: Mapping[str, tuple[str, bytes]] | None = None
+) -> tuple[NotebookRun, dict[str, bytes]]:
+    """On a cluster worker: run one notebook (its bytes) in a scratch folder and return
+    its run and every file it wrote, by path relative to the report folder. ``inputs``
+    are the files its parameters name, written beside it and the parameters pointed there."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"perflab-report-{name}-"))
+    try:
+        path = scratch / "notebooks" / f"{name}.ipynb"
+        path.parent.mkdir()
+        path.write_bytes(source)
+        params = dict(injected)
+        for key, (filename, data) in (inputs or {}).items():
+            (scratch / "inputs" / key).mkdir(parents=True)
+            (scratch / "inputs" / key / filename).write_bytes(data)
+            params[key] = str(scratch / "inputs" / key / filename)
+        out = scratch / "run"
+        run = _run_notebook(name, path, out, params)
+        # The parameters as given (a named file by its path on the host that asked).
+        run.parameters = {key: value for key, value in injected.items() if key != "output_dir"}
+        files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return run, files
 
 
 def _kernel_manager_class() -> type:
@@ -253,9 +390,9 @@ def _run_notebook(name: str, path: Path, directory: Path, injected: dict[str, An
     summary_file = output_dir / "summary.json"
     summary = orjson.loads(summary_file.read_bytes()) if summary_file.exists() else None
     status = "failed" if failure else "ok"
-    return NotebookRun(
-        name, status, seconds, {k: v for k, v in params.items() if k != "output_dir"}, failure, summary
-    )
+    host, host_label = this_host()
+    params = {k: v for k, v in params.items() if k != "output_dir"}
+    return NotebookRun(name, status, seconds, params, failure, summary, host, host_label)
 
 
 def _render_html(notebook: Path, target: Path) -> None:
@@ -282,6 +419,8 @@ def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
     """One card per notebook: its main figure as a thumbnail (linked to the full size),
     the key figure, the recommended settings and the conclusion, then its files."""
     esc = html.escape
+    hosts = report.hosts()
+    mixed = len(hosts) > 1
     cards = []
     for run in report.notebooks:
         summary = run.summary or {}
@@ -310,13 +449,14 @@ def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
             if (folder / f).exists()
         ]
         links += [f'<a href="{run.name}/{f}">{esc(Path(f).stem)}</a>' for f in figures[1:]]
-        status = "ok" if run.status == "ok" else f"FAILED: {run.failure}"
+        status = {"ok": "ok", "cancelled": "CANCELLED"}.get(run.status, f"FAILED: {run.failure}")
+        where = f" · on {esc(run.host_label)}" if mixed and run.host_label else ""
         cards.append(
             f"""<section class="card {run.status}">
 <div class="figure">{thumb}</div>
 <div class="text">
 <h2>{title}</h2>
-<p class="meta">{esc(run.name)} · <span class="status">{esc(status)}</span> · {run.seconds:.1f} s</p>
+<p class="meta">{esc(run.name)} · <span class="status">{esc(status)}</span> · {run.seconds:.1f} s{where}</p>
 <p class="key">{esc(str(summary.get("key_figure", "")))}</p>
 <ul class="settings">{settings}</ul>
 <p class="conclusion">{_inline_markdown(str(summary.get("conclusion", "")))}</p>
@@ -330,6 +470,16 @@ def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
     )
     commit = (metadata.get("git") or {}).get("commit", "no git")
     ok = sum(r.status == "ok" for r in report.notebooks)
+    warning = ""
+    if mixed:
+        labels = "; ".join(f"{esc(label)} ({esc(key)})" for key, label in sorted(hosts.items()))
+        warning = (
+            f'<p class="warning">This run mixes {len(hosts)} hosts: {labels}. Their samples are never '
+            "pooled (every summary is per host); to combine hosts, compare ratios against a baseline "
+            "measured on the same host.</p>"
+        )
+    if report.interrupted:
+        warning += '<p class="warning">Interrupted (Ctrl-C): the cancelled notebooks did not run.</p>'
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -340,7 +490,8 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200p
 h1 {{ font-size: 1.5em; margin-bottom: 0.2em; }}
 .card {{ display: flex; gap: 1.2em; border: 1px solid #ddd; border-radius: 6px; padding: 1em;
          margin: 1em 0; background: #fff; }}
-.card.failed {{ background: #fde8e8; border-color: #e0a0a0; }}
+.card.failed, .card.cancelled {{ background: #fde8e8; border-color: #e0a0a0; }}
+.warning {{ background: #fff4d6; border: 1px solid #e0c070; border-radius: 4px; padding: 0.5em 0.8em; }}
 .figure {{ flex: 0 0 340px; }}
 .figure img {{ width: 340px; height: auto; border: 1px solid #eee; }}
 .nofig {{ width: 340px; height: 120px; display: flex; align-items: center; justify-content: center;
@@ -348,7 +499,7 @@ h1 {{ font-size: 1.5em; margin-bottom: 0.2em; }}
 .text {{ flex: 1; min-width: 0; }}
 .text h2 {{ font-size: 1.15em; margin: 0 0 0.2em; }}
 .meta {{ color: #666; font-size: 0.85em; margin: 0; }}
-.failed .status {{ color: #a00; font-weight: bold; }}
+.failed .status, .cancelled .status {{ color: #a00; font-weight: bold; }}
 .key {{ font-size: 1.1em; font-weight: 600; margin: 0.5em 0 0.3em; }}
 .settings {{ margin: 0.2em 0 0.5em; padding-left: 1.2em; font-size: 0.92em; }}
 .conclusion {{ font-size: 0.92em; }}
@@ -360,6 +511,7 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
 <p>Profile <b>{esc(report.profile)}</b> · {ok} of {len(report.notebooks)} notebooks ok ·
 {esc(metadata["time"])} · commit {esc(str(commit))}</p>
 <p class="meta">{esc(machine)} · <a href="run.json">run.json</a></p>
+{warning}
 {"".join(cards)}
 <p class="meta">Every figure is a median of repeated runs with its spread in the notebook's plots;
 compare two runs with <code>perflab compare RUN_A RUN_B</code>.</p>

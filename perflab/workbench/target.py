@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import importlib
+import importlib.metadata
 import inspect
 import os
 import sys
@@ -25,13 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_str
-from perflab.results import SUMMARY_COLUMNS, summarize
-from perflab.sweep import Adaptive, asweep, sweep
+from perflab.results import SUMMARY_COLUMNS, Results, metric_columns, summarize
+from perflab.sweep import Adaptive, SweepInterrupted, asweep, sweep
 from perflab.workbench import findings
 from perflab.workbench.metrics import METRICS, Metric
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from perflab.cluster import Cluster
 
 __all__ = ["TIMED_METRIC", "check_grid", "load_target", "parse_grid", "run_sweep", "sweep_target"]
 
@@ -160,7 +164,7 @@ def _name(fn: Any) -> str:
 
 def user_metrics(frame: pd.DataFrame, parameters: Sequence[str]) -> dict[str, Metric]:
     """Units and directions for the metrics a user's function returned (unknown: neither)."""
-    names = [c for c in frame.columns if c not in (*parameters, "repeat")]
+    names = metric_columns(frame, parameters)
     return {name: METRICS.get(name, Metric("", "neither")) for name in names}
 
 
@@ -174,6 +178,55 @@ class SweepRun:
     finding: findings.Finding
 
 
+def _ship_code(cluster: Cluster, fn: Callable[..., Any]) -> None:
+    """Make the module of ``fn`` importable on the workers when it is the user's own code
+    (a file or package under the current folder, not installed): Dask's ``upload_file``
+    sends a module file, or a package zipped, to every worker, so hosts need no copy."""
+    import shutil
+    import tempfile
+
+    module = sys.modules.get(getattr(inspect.unwrap(fn), "__module__", "") or "")
+    top = sys.modules.get((module.__name__ if module else "").partition(".")[0])
+    origin = Path(getattr(top, "__file__", None) or "")
+    if top is None or not origin.is_file() or not origin.resolve().is_relative_to(Path.cwd().resolve()):
+        return  # installed (or built in): the workers import it as we do
+    if top.__name__ in importlib.metadata.packages_distributions():
+        return  # an installed distribution (perhaps editable, as perflab in its own repo)
+    if origin.name != "__init__.py":
+        cluster.client.upload_file(str(origin), load=False)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        package = origin.parent
+        archive = shutil.make_archive(str(Path(scratch) / package.name), "zip", package.parent, package.name)
+        cluster.client.upload_file(archive, load=False)
+
+
+def _sweep_frame(
+    timed: Callable[..., Any],
+    grid: Mapping[str, Sequence[Any]],
+    options: dict[str, Any],
+    loop: str,
+    cluster: Cluster | None,
+) -> pd.DataFrame:
+    """The sweep, on this machine (an async target on its own asyncio or uvloop loop) or
+    as tasks on ``cluster``."""
+    if cluster is not None:
+        with cluster if not cluster.started else contextlib.nullcontext(cluster):
+            _ship_code(cluster, timed)
+            return sweep(timed, grid, **options, cluster=cluster)
+    if not inspect.iscoroutinefunction(timed):
+        return sweep(timed, grid, **options)
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ValueError("loop 'uvloop' needs the uvloop package: pip install uvloop") from None
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(asweep(timed, grid, **options))
+
+
 def run_sweep(
     spec: str,
     grid: Mapping[str, Sequence[Any]],
@@ -184,9 +237,12 @@ def run_sweep(
     reports_dir: str | os.PathLike[str] = "reports",
     loop: Literal["asyncio", "uvloop"] = "asyncio",
     force: bool = False,
+    cluster: Cluster | None = None,
 ) -> SweepRun:
     """``perflab sweep``: sweep the target and write a report folder like a notebook
-    run's (results.json/csv, summary.csv, figure, summary.json, index.html)."""
+    run's (results.json/csv, summary.csv, figure, summary.json, index.html). With
+    ``cluster`` every run is a task on it (:mod:`perflab.cluster`). Ctrl-C saves the runs
+    that finished (results.json/csv) and raises :class:`~perflab.sweep.SweepInterrupted`."""
     from perflab.metadata import collect_metadata
     from perflab.workbench.notebook import publish
     from perflab.workbench.plots import plot_user_sweep
@@ -195,6 +251,8 @@ def run_sweep(
     fn = load_target(spec)
     if loop not in ("asyncio", "uvloop"):
         raise ValueError(f"loop must be 'asyncio' or 'uvloop', got {loop!r}")
+    if cluster is not None and loop != "asyncio":
+        raise ValueError("--loop uvloop runs on this machine only: a cluster's workers use asyncio")
     name = _name(fn)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     directory = Path(out) if out is not None else Path(reports_dir) / f"{stamp}-sweep-{name}"
@@ -203,18 +261,17 @@ def run_sweep(
     started = time.perf_counter()
     timed = _timed(fn)
     options = _options(repeat, adaptive, name)
-    if inspect.iscoroutinefunction(timed):
-        factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-        if loop == "uvloop":
-            try:
-                import uvloop
-            except ImportError:
-                raise ValueError("loop 'uvloop' needs the uvloop package: pip install uvloop") from None
-            factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=factory) as runner:
-            frame = runner.run(asweep(timed, grid, **options))
-    else:
-        frame = sweep(timed, grid, **options)
+    try:
+        frame = _sweep_frame(timed, grid, options, loop, cluster)
+    except SweepInterrupted as stop:
+        saved = directory / name
+        if len(stop.frame):  # where a finished sweep puts them, so compare and history read them
+            saved.mkdir(parents=True, exist_ok=True)
+            extra = {"target": spec, "interrupted": True}
+            results = Results.from_frame(stop.frame, name, list(grid), extra=extra)
+            results.dump(saved / "results.json", replace=True)
+            results.to_frame().to_csv(saved / "results.csv", index=False)
+        raise SweepInterrupted(stop.frame, saved) from None
     parameters = list(grid)
     repeats = frame.attrs["perflab"].get("repeats")
     summary = summarize(frame, parameters)
