@@ -175,3 +175,25 @@ def test_profiler_quotes_the_comparison_it_is_given() -> None:
     assert "takes 1.02 s instead of 2.02 s (-49.5%" in result.conclusion
     assert "faster" in result.conclusion
     assert result.recommended == {"max_concurrent": 16}
+
+
+def test_a_user_sweep_on_two_hosts_ranks_by_same_host_ratios() -> None:
+    # Host "slow" takes 3x as long at every setting: pooled, its samples would bury the
+    # ranking; relative to max_concurrent=1 on the same host both say 4 is 0.5x.
+    rows = [
+        {"max_concurrent": mc, "repeat": r, "host": host, "seconds": speed * base * (1 + 0.001 * r)}
+        for host, speed in (("fast", 1.0), ("slow", 3.0))
+        for mc, base in ((1, 1.0), (4, 0.5), (16, 0.6))
+        for r in range(6)
+    ]
+    frame = pd.DataFrame(rows)
+    summary = summarize(frame, ["max_concurrent"])
+    result = findings.user_sweep(summary, frame, ["max_concurrent"], target="mod:fn")
+    assert result.recommended == {"max_concurrent": 4}
+    assert result.key_figure == (
+        "max_concurrent=4: the fastest on 2 hosts; max_concurrent=16 takes 1.20x its time"
+    )
+    assert "at 0.5x (hosts 0.5x-0.5x)" in result.conclusion
+    assert "fast 0.83x (faster); slow 0.83x (faster)" in result.conclusion
+    assert result.key_value.point == {"max_concurrent": 4, "host": "fast"}
+    assert result.key_value.value == 0.50125

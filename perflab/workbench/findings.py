@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from perflab.results import HOST_COLUMN
 from perflab.workbench.io_experiments import READER_RATIOS
 
 if TYPE_CHECKING:
@@ -593,9 +594,12 @@ def user_sweep(
     metric: str = "seconds",
 ) -> Finding:
     """The fastest setting of a user's workload, against the runner-up with a verdict, and
-    the repeats each setting took."""
+    the repeats each setting took. Measured on several hosts (a cluster), settings are
+    ranked by their time relative to the first setting on the same host, never pooled."""
     from perflab.measure import compare
 
+    if HOST_COLUMN in summary.columns and summary[HOST_COLUMN].nunique() > 1:
+        return _user_sweep_on_hosts(summary, frame, parameters, target=target, metric=metric)
     rows = summary[summary["metric"] == metric].sort_values("median")
     best = rows.iloc[0]
     point = {p: _scalar(best[p]) for p in parameters}
@@ -629,6 +633,52 @@ def user_sweep(
         recommended=point,
         conclusion=text.strip(),
         key_value=KeyValue(metric, point, float(best["median"])),
+    )
+
+
+def _user_sweep_on_hosts(
+    summary: pd.DataFrame, frame: pd.DataFrame, parameters: Sequence[str], *, target: str, metric: str
+) -> Finding:
+    """:func:`user_sweep` for samples of several hosts: each host's medians relative to the
+    first setting measured there, combined across hosts by their geometric mean; the
+    fastest against the runner-up host by host."""
+    from perflab.analysis import host_ratios
+    from perflab.measure import compare
+
+    first = {p: _scalar(frame[p].iloc[0]) for p in parameters}
+    ratios = host_ratios(frame, parameters, metric, first).sort_values("ratio")
+    best = ratios.iloc[0]
+    point = {p: _scalar(best[p]) for p in parameters}
+    hosts = sorted(frame[HOST_COLUMN].unique())
+    text = (
+        f"`{target}` was measured on {len(hosts)} hosts, never pooled: each setting's time is "
+        f"taken relative to {_setting(first)} on the same host, then combined (geometric mean). "
+        f"The fastest setting is **{_setting(point)}** at {best['ratio']:.3g}x "
+        f"(hosts {best['lowest']:.3g}x-{best['highest']:.3g}x). "
+    )
+    key_figure = f"{_setting(point)}: the fastest on {len(hosts)} hosts"
+    if len(ratios) > 1:
+        second = ratios.iloc[1]
+        other = {p: _scalar(second[p]) for p in parameters}
+        key_figure += f"; {_setting(other)} takes {second['ratio'] / best['ratio']:.2f}x its time"
+        verdicts = []
+        for host in hosts:
+            on_host = frame[frame[HOST_COLUMN] == host]
+            mine, theirs = _samples(on_host, point, metric), _samples(on_host, other, metric)
+            if mine and theirs:
+                result = compare(theirs, mine, higher_is_better=False)
+                verdicts.append(f"{host} {result.ratio:.2f}x ({result.verdict})")
+        text += f"Against the runner-up ({_setting(other)}, {second['ratio']:.3g}x), host by host: "
+        text += "; ".join(verdicts) + ". "
+    row = summary[(summary["metric"] == metric) & (summary[HOST_COLUMN] == hosts[0])]
+    for p, value in point.items():
+        row = row[row[p] == value]
+    return Finding(
+        title=f"Sweep of {target}",
+        key_figure=key_figure,
+        recommended=point,
+        conclusion=text.strip(),
+        key_value=KeyValue(metric, {**point, HOST_COLUMN: hosts[0]}, float(row["median"].iloc[0])),
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from perflab.results import HOST_COLUMN
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
@@ -401,9 +403,11 @@ def plot_dashboard(series: pd.DataFrame, *, incident_t: float | None = None) -> 
 
 def plot_user_sweep(summary: pd.DataFrame, parameters: Sequence[str], metric: str = "seconds") -> Figure:
     """A user's sweep: ``metric`` against the first parameter, one line per setting of the
-    others, with the spread of every point."""
+    others (and per host, for a sweep on a cluster), with the spread of every point."""
     fig, (ax,) = _figure(1, width=6.5, height=4.2)
     x, others = parameters[0], list(parameters[1:])
+    if HOST_COLUMN in summary.columns:
+        others.append(HOST_COLUMN)
     groups = summary.groupby(others, sort=False) if others else [((), summary)]
     for key, rows in groups:
         label = ", ".join(
