@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dask
+import orjson
 import pytest
 from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
@@ -272,3 +274,36 @@ def test_the_cli_names_a_bad_cluster_option(tmp_path: Path, capsys: pytest.Captu
     assert "--spread needs a cluster" in capsys.readouterr().err
     assert main(["report", "--scheduler", "local:2"]) == 2
     assert "--scheduler takes a scheduler address" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_report_on_a_cluster_keeps_the_finished_notebooks(tmp_path: Path) -> None:
+    import nbformat
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    shutil.copy(FIXTURES / "publishes_results.ipynb", notebooks / "a_quick.ipynb")
+    slow = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(120)")])
+    slow.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(slow, str(notebooks / "z_slow.ipynb"))
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "perflab.cli", "report", "--notebooks", str(notebooks), "--out", str(out),
+         "--cluster", "local:1"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "a_quick" / "summary.json").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(0.1)
+    time.sleep(1.0)  # the slow notebook is running now
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "CANCELLED z_slow" in stderr
+    page = (out / "index.html").read_text()
+    assert "Interrupted (Ctrl-C)" in page and "CANCELLED" in page
+    run = orjson.loads((out / "run.json").read_bytes())
+    statuses = [(n["name"], n["status"]) for n in run["notebooks"]]
+    assert statuses == [("a_quick", "ok"), ("z_slow", "cancelled")]
+    assert (out / "a_quick" / "results.json").exists()
