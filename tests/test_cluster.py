@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from perflab.analysis import host_ratios
 from perflab.cluster import Cluster
 from perflab.metadata import HOST_TAG_VARIABLE, this_host
 from perflab.results import Results
-from perflab.sweep import Adaptive, sweep
+from perflab.sweep import Adaptive, asweep, sweep
 from perflab.workbench.report import run_report
 
 pytestmark = pytest.mark.timeout(240)
@@ -307,3 +308,33 @@ def test_ctrl_c_during_a_report_on_a_cluster_keeps_the_finished_notebooks(tmp_pa
     statuses = [(n["name"], n["status"]) for n in run["notebooks"]]
     assert statuses == [("a_quick", "ok"), ("z_slow", "cancelled")]
     assert (out / "a_quick" / "results.json").exists()
+
+
+async def deterministic_async(size: int, codec: str, seed: int) -> dict[str, float]:
+    await asyncio.sleep(0)
+    return deterministic(size, codec, seed)
+
+
+def test_asweep_in_a_running_loop_and_async_functions_run_on_the_cluster(two_workers: Cluster) -> None:
+    """A notebook awaits asweep(cluster=...): the loop keeps running while the cluster
+    measures; an async function runs on an event loop of the worker's own."""
+    grid = {"size": [1, 10], "codec": ["zstd"]}
+    options = {"repeat": 3, "progress": False, "seed_param": "seed"}
+
+    async def in_a_notebook() -> tuple[object, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        frame = await asweep(deterministic_async, grid, **options, cluster=two_workers)
+        task.cancel()
+        return frame, ticks
+
+    frame, ticks = asyncio.run(in_a_notebook())
+    assert ticks > 0, "the event loop kept running during the sweep"
+    assert frame.drop(columns="host").equals(sweep(deterministic, grid, **options))  # type: ignore[attr-defined]
