@@ -308,6 +308,28 @@ def test_ctrl_c_during_a_report_on_a_cluster_keeps_the_finished_notebooks(tmp_pa
     statuses = [(n["name"], n["status"]) for n in run["notebooks"]]
     assert statuses == [("a_quick", "ok"), ("z_slow", "cancelled")]
     assert (out / "a_quick" / "results.json").exists()
+    # Nothing keeps running: the slow notebook's kernel (it runs in the task's scratch
+    # folder) goes with its worker (ipykernel exits when its parent is gone).
+    deadline = time.monotonic() + 30
+    while (left := kernels_in("perflab-report-z_slow-")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"kernels still running: {left}"
+
+
+def kernels_in(folder_prefix: str) -> list[int]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if (
+                "ipykernel_launcher" in " ".join(process.info["cmdline"] or [])
+                and folder_prefix in process.cwd()
+            ):
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 async def deterministic_async(size: int, codec: str, seed: int) -> dict[str, float]:
