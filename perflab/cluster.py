@@ -83,6 +83,7 @@ class Cluster:
         self._client: Client | None = None
         self._local: Any = None
         self._fingerprints: dict[str, str] = {}  # worker address -> host fingerprint
+        self._failures: dict[str, BaseException] = {}  # workers where this_host() raised
 
     def __repr__(self) -> str:
         state = "started" if self._client is not None else "not started"
@@ -124,6 +125,12 @@ class Cluster:
         try:
             self._client.wait_for_workers(1, timeout=self.connect_timeout)
             if not self.workers():
+                if self._failures:  # BENCH workers, but perflab does not run there
+                    address, error = next(iter(self._failures.items()))
+                    raise ValueError(
+                        f"the {RESOURCE} workers of {self.address} cannot run perflab (is it installed "
+                        f"there?): {address} raised {type(error).__name__}: {error}"
+                    )
                 raise ValueError(
                     f"no worker of {self.address} declares the {RESOURCE} resource: start workers "
                     f"with 'dask worker ADDRESS --nthreads 1 --resources {RESOURCE}=1'"
@@ -156,6 +163,7 @@ class Cluster:
         if new:  # asked once per worker: a round trip to each
             found = self.client.run(this_host, workers=new, on_error="return")
             self._fingerprints.update({a: f[0] for a, f in found.items() if isinstance(f, tuple)})
+            self._failures.update({a: f for a, f in found.items() if isinstance(f, BaseException)})
         return {
             a: f"{info[a].get('host', a)}/{self._fingerprints[a]}" for a in bench if a in self._fingerprints
         }

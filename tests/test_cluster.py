@@ -360,3 +360,14 @@ def test_asweep_in_a_running_loop_and_async_functions_run_on_the_cluster(two_wor
     frame, ticks = asyncio.run(in_a_notebook())
     assert ticks > 0, "the event loop kept running during the sweep"
     assert frame.drop(columns="host").equals(sweep(deterministic, grid, **options))  # type: ignore[attr-defined]
+
+
+def test_bench_workers_that_cannot_run_perflab_are_named(tmp_path: Path) -> None:
+    preload = tmp_path / "no_perflab.py"
+    preload.write_text("import sys\nsys.modules['perflab'] = None  # as if it were not installed\n")
+    options = {"nthreads": 1, "resources": {"BENCH": 1}, "preload": [str(preload)]}
+    workers = {"w": {"cls": Nanny, "options": options}}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as spec:
+        with pytest.raises(ValueError, match="BENCH workers of .* cannot run perflab .is it installed"):
+            Cluster(spec.scheduler_address, connect_timeout=20).start()
