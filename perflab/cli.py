@@ -106,7 +106,7 @@ def _literal(text: str) -> Any:
 
 def _cluster_of(args: argparse.Namespace) -> Any:
     """The Cluster that --cluster/--scheduler name, or None (raises ValueError)."""
-    address = getattr(args, "cluster", None) or getattr(args, "scheduler", None)
+    address = args.cluster or args.scheduler
     if address is None:
         if getattr(args, "spread", False):
             raise ValueError("--spread needs a cluster: give --cluster or --scheduler")

@@ -205,6 +205,7 @@ class _Dispatch:
         self.lost: list[Run] = []
         self.deaths_allowed = int(dask.config.get("distributed.scheduler.allowed-failures")) + 1
         self.workers: dict[str, str] = {}
+        self.hosts: list[str] = []  # distinct hosts of the workers, in a fixed order
         self.refreshed = -math.inf
         self.refresh()
 
@@ -279,10 +280,9 @@ class _Dispatch:
 
     def host_for(self, run: Run) -> str | None:
         """The host a run prefers with ``spread`` (None: any)."""
-        hosts = sorted(set(self.workers.values()))
-        if not self.cluster.spread or len(hosts) < 2:
+        if not self.cluster.spread or len(self.hosts) < 2:
             return None
-        return hosts[(run.repeat_index + run.point_index) % len(hosts)]
+        return self.hosts[(run.repeat_index + run.point_index) % len(self.hosts)]
 
     def step(self) -> None:
         """Wait (at most half a second) for a run to finish, then look for dead workers."""
@@ -329,6 +329,7 @@ class _Dispatch:
             return
         self.refreshed = now
         self.workers = self.cluster.workers()
+        self.hosts = sorted(set(self.workers.values()))
         for address in [a for a in self.busy if a not in self.workers]:
             future, run = self.busy.pop(address)
             future.cancel()  # pinned to a worker that will not come back

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab.changes import MIN_RUNS, Change, detect_changes
-from perflab.metadata import HOST_FIELDS, host_fingerprint
+from perflab.metadata import host_fingerprint
 from perflab.results import Results, summarize
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["HOST_FIELDS", "History", "RunRecord", "host_fingerprint", "load_history", "write_history"]
+__all__ = ["History", "RunRecord", "host_fingerprint", "load_history", "write_history"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -275,8 +275,6 @@ def _run_on_cluster(
                 target = directory / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-            if run.summary is None and (directory / name / "summary.json").exists():
-                run.summary = orjson.loads((directory / name / "summary.json").read_bytes())
             finished[name] = run
             where = f" on {run.host_label}" if run.host_label else ""
             log(
