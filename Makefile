@@ -1,5 +1,6 @@
 # perflab: `make report` and `make test` set everything up themselves on a machine with
-# only python3 (>= 3.11) and make. The venv is rebuilt when pyproject.toml changes.
+# only python3 (>= 3.11) and make (and a C compiler for the line index, optional). The venv is
+# rebuilt when pyproject.toml, setup.py or the C source changes.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,8 @@ export PIP_ROOT_USER_ACTION := ignore
 
 .PHONY: report test system-deps lint unit nbval bench lab clean
 
-$(STAMP): pyproject.toml
+# setup.py and the C source too: pip compiles perflab/_lineindex.c into the package.
+$(STAMP): pyproject.toml setup.py perflab/_lineindex.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "perflab needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) -V 2>&1)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,4 +58,4 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info perflab/*.so

@@ -11,17 +11,18 @@ a crash artifact: it raises in both modes.
 
 from __future__ import annotations
 
-import array
 import concurrent.futures
+import functools
 import io
 import itertools
 import mmap
+import operator
 import os
 import stat
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -29,15 +30,24 @@ import orjson
 from perflab._recovery import detect_format
 from perflab.codecs import decompressor as new_decompressor_of
 
-__all__ = ["FileTruncatedError", "MemoryMappedReader", "read_jsonl"]
+try:
+    from perflab import _lineindex as _compiled
+except ImportError:  # built where no C compiler was found: numpy finds the newlines
+    _compiled = None  # type: ignore[assignment]
+_CompiledLineAccess: Any = _compiled.LineAccess if _compiled is not None else None
+_CompiledLineIndex: Any = _compiled.LineIndex if _compiled is not None else None
+
+__all__ = ["COMPILED_INDEX", "FileTruncatedError", "MemoryMappedReader", "read_jsonl"]
+
+#: Whether ``line()`` and its index run in the compiled ``perflab._lineindex`` (a memchr scan
+#: at memory speed, lookups without bytecode) rather than on numpy: the same results, slower.
+COMPILED_INDEX = _CompiledLineIndex is not None
 
 _NAMED_FORMATS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _CHUNK = 1 << 20
 _LINES_CHUNK = 1 << 16  # bytes read per block of whole lines (less: glibc mmaps large blocks)
 _INDEX_CHUNK = 1 << 20  # bytes scanned per numpy pass when building the line index
 _THREADED_INDEX_BYTES = 1 << 24  # index larger files in two threads
-_lseek = os.lseek
-_SEEK_END = os.SEEK_END
 
 
 def _open_regular(path: str | os.PathLike[str]) -> tuple[Path, Any]:
@@ -55,7 +65,36 @@ class FileTruncatedError(OSError):
     with SIGBUS, so the reader refuses before touching them."""
 
 
-class MemoryMappedReader:
+class _PyLineAccess:
+    """MemoryMappedReader's base where ``perflab._lineindex`` was not compiled; the compiled
+    ``LineAccess`` does the same in C, so that ``reader.line(i)`` runs no bytecode."""
+
+    __slots__ = ("_lines",)
+    _lines: Any  # the line index, None until it is built
+
+    def _index(self) -> Any:
+        raise NotImplementedError
+
+    def line(self, index: int) -> bytes:
+        """Line ``index`` (negative counts from the end) without its newline; O(1).
+
+        One size check (an ``lseek``, the cheapest system call that tells) and one copy out
+        of the mapping: a file that shrank raises FileTruncatedError instead of a SIGBUS.
+        The offsets index is built on first use.
+        """
+        lines = self._lines  # None until indexed, and after close()
+        if lines is None:
+            lines = self._index()
+        return lines.line(index)
+
+
+if TYPE_CHECKING:
+    _LineAccess = _PyLineAccess
+else:
+    _LineAccess = _CompiledLineAccess if _CompiledLineAccess is not None else _PyLineAccess
+
+
+class MemoryMappedReader(_LineAccess):
     """Read a file through a read-only memory map: zero-copy views, fast lines, random access.
 
     Usage::
@@ -68,22 +107,22 @@ class MemoryMappedReader:
     The mapping is a snapshot of the file's size when it was opened: bytes appended later
     are not seen. A file truncated under the reader (a writer that restarted) raises
     :class:`FileTruncatedError` from the next call instead of a SIGBUS that would kill the
-    process: every call checks the file's size (one ``lseek``) before it touches the
-    mapping, ``iter_lines``/``records`` check before each 256 KiB step, and ``line``
-    reads with ``pread``, which a shrunk file cuts short instead of faulting. Not covered: a
-    truncation racing with a call already past its check, and zero-copy :meth:`view`
-    objects, which read the mapping directly whenever they are used. An empty file is
-    valid and has no lines.
+    process: ``line``, ``read`` and ``view`` check the file's size (one ``lseek``) before
+    they touch the mapping, the index build checks before each 1 MiB it scans, and
+    ``iter_lines``/``records`` read with ``pread``, which a shrunk file cuts short. Not
+    covered: a truncation racing with a call already past its check, and zero-copy
+    :meth:`view` objects, which read the mapping directly whenever they are used. An empty
+    file is valid and has no lines.
     """
 
-    __slots__ = ("path", "size", "_file", "_fd", "_map", "_views", "_offsets", "__weakref__")
+    __slots__ = ("path", "size", "_file", "_fd", "_map", "_views", "__weakref__")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path, self._file = _open_regular(path)
         self._fd = self._file.fileno()
         self.size = os.fstat(self._fd).st_size
         self._views: weakref.WeakSet[memoryview] = weakref.WeakSet()
-        self._offsets: array.array[int] | None = None
+        self._lines = None  # the line index, built on first use (see _LineAccess)
         # mmap refuses an empty file ("cannot mmap an empty file"): it just has no bytes.
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
 
@@ -108,7 +147,9 @@ class MemoryMappedReader:
         for view in list(self._views):
             view.release()
         self._views.clear()
-        self._offsets = None
+        if self._lines is not None:
+            self._lines.release()  # its export of the mapping
+            self._lines = None
         if self._map is not None:
             try:
                 self._map.close()
@@ -126,15 +167,7 @@ class MemoryMappedReader:
         return self._map
 
     def _check_size(self) -> None:
-        # lseek to the end returns the size: a third of an fstat's cost (no stat object);
-        # the file position it moves is never used (all reads are mapped or pread).
-        now = os.lseek(self._fd, 0, os.SEEK_END)
-        if now < self.size:
-            raise FileTruncatedError(
-                f"{self.path} shrank from {self.size:,} to {now:,} bytes while it was mapped "
-                "(a writer truncated or restarted it?): reading the lost pages would crash "
-                "the process; open a new MemoryMappedReader"
-            )
+        _check_size(self._fd, self.path, self.size)
 
     def read(self, offset: int = 0, size: int = -1) -> bytes:
         """Copy ``size`` bytes from ``offset`` (``-1``: to the end)."""
@@ -206,69 +239,125 @@ class MemoryMappedReader:
     @property
     def line_count(self) -> int:
         """Number of lines (builds the offsets index on first use)."""
-        return len(self._offsets if self._offsets is not None else self._index()) - 1
+        return len(self._lines if self._lines is not None else self._index())
+
+    def _index(self) -> Any:
+        """Build the line index: line i is ``[offsets[i], offsets[i + 1] - 1)``, the newline
+        excluded, and a last line without a newline ends at ``size + 1``, so the same rule
+        holds. Past 16 MiB the scan runs in two threads (both implementations release the
+        GIL)."""
+        mapping = self._mapping()  # raises if closed
+        if self._lines is None:
+            threads = 2 if self.size >= _THREADED_INDEX_BYTES and _usable_cpus() > 1 else 1
+            # on_shrink must not hold the reader: the index would keep it alive in a cycle.
+            on_shrink = functools.partial(_check_size, self._fd, self.path, self.size)
+            lines = _LineIndex(mapping if mapping is not None else b"", self._fd, on_shrink, threads)
+            if self._file is None:  # closed by another thread while the scan ran
+                lines.release()
+                self._mapping()  # raises: closed
+            self._lines = lines
+        return self._lines
+
+
+def _check_size(fd: int, path: Path, size: int) -> None:
+    """Raise FileTruncatedError if the file open as ``fd`` is now shorter than ``size``.
+
+    ``lseek`` to the end returns the size: a third of an fstat's cost (no stat object); the
+    file position it moves is never used (all reads are mapped or pread)."""
+    now = os.lseek(fd, 0, os.SEEK_END)
+    if now < size:
+        raise FileTruncatedError(
+            f"{path} shrank from {size:,} to {now:,} bytes while it was mapped "
+            "(a writer truncated or restarted it?): reading the lost pages would crash "
+            "the process; open a new MemoryMappedReader"
+        )
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _NumpyLineIndex:
+    """The line index where ``perflab._lineindex`` was not compiled: the same interface and
+    results, the newlines found with numpy and each lookup a few bytecodes more.
+
+    ``LineIndex(buffer, fd, on_shrink, threads)`` scans the mapping 1 MiB at a time, calling
+    ``on_shrink()`` (which raises) before each step and before each lookup if the file got
+    shorter than the buffer. Offsets are kept as an int64 ``memoryview``, whose items index
+    as plain ints far faster than numpy's.
+    """
+
+    __slots__ = ("_buffer", "_fd", "_size", "_on_shrink", "_offsets")
+
+    def __init__(self, buffer: Any, fd: int, on_shrink: Callable[[], None], threads: int = 1) -> None:
+        self._buffer = buffer
+        self._fd = fd
+        self._size = size = len(buffer)
+        self._on_shrink = on_shrink
+        starts = [np.zeros(1, dtype=np.int64)]
+        if size:
+            data = np.frombuffer(buffer, dtype=np.uint8)
+            try:
+                starts += _newline_ends(data, self._check, threads)
+            finally:
+                del data  # drop the export so the mapping can close
+            if buffer[size - 1] != 10:  # the last line has no newline
+                starts.append(np.array([size + 1], dtype=np.int64))
+        self._offsets = memoryview(np.concatenate(starts).tobytes()).cast("q")
+
+    def _check(self) -> None:
+        if os.lseek(self._fd, 0, os.SEEK_END) < self._size:
+            self._on_shrink()
+            raise RuntimeError("the file shrank under the line index")
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
 
     def line(self, index: int) -> bytes:
-        """Line ``index`` (negative counts from the end) without its newline; O(1).
-
-        One size check (an ``lseek``, the cheapest system call that tells) and a slice of
-        the mapping: a file that shrank raises FileTruncatedError instead of a SIGBUS.
-        """
         try:  # the common case, a plain int in range, on the fewest bytecodes
             if index.__class__ is not int or index < 0:
                 raise TypeError
-            offsets = self._offsets  # None until indexed, and after close()
-            start = offsets[index]  # type: ignore[index]
-            end = offsets[index + 1] - 1  # type: ignore[index]  # the newline's offset
+            offsets = self._offsets
+            start = offsets[index]
+            end = offsets[index + 1] - 1  # the newline's offset
         except (TypeError, IndexError):
-            start, end = self._line_span(index)
-        if _lseek(self._fd, 0, _SEEK_END) < self.size:
-            self._check_size()
-        return self._map[start:end]  # type: ignore[index]
+            start, end = self._span(index)
+        buffer = self._buffer
+        if buffer is None:
+            raise ValueError("the line index was released (its reader is closed)")
+        if os.lseek(self._fd, 0, os.SEEK_END) < self._size:
+            self._check()
+        return buffer[start:end]
 
-    def _line_span(self, index: int) -> tuple[int, int]:
-        """Where line ``index`` starts and ends, after building the index if needed; the
-        errors for anything but an int in range."""
-        offsets = self._offsets if self._offsets is not None else self._index()  # raises if closed
-        if isinstance(index, bool) or not isinstance(index, int):
+    def _span(self, index: Any) -> tuple[int, int]:
+        """Where line ``index`` starts and ends; the errors for anything but an index in range."""
+        if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
-        count = len(offsets) - 1
-        at = index + count if index < 0 else index
+        count = len(self._offsets) - 1
+        at = operator.index(index)
+        at = at + count if at < 0 else at
         if not 0 <= at < count:
             raise IndexError(f"line index {index} out of range for {count} lines")
-        return offsets[at], offsets[at + 1] - 1
+        return self._offsets[at], self._offsets[at + 1] - 1
 
-    def _index(self) -> array.array[int]:
-        """Line start offsets plus one past the end: line i is
-        ``[offsets[i], offsets[i + 1] - 1)``, the newline excluded. A last line without a
-        newline gets ``size + 1`` as its end so the same rule holds.
+    def offsets(self) -> bytes:
+        return self._offsets.tobytes()
 
-        Found with numpy over the mapping, 1 MiB at a time and in two threads on files past
-        16 MiB (numpy releases the GIL), kept as an ``array`` of int64 because indexing one
-        returns a plain int far faster than numpy does.
-        """
-        mapping = self._mapping()
-        if self._offsets is None:
-            starts = [np.zeros(1, dtype=np.int64)]
-            if mapping is not None:
-                data = np.frombuffer(mapping, dtype=np.uint8)
-                try:
-                    starts += _newline_ends(data, self._check_size)
-                finally:
-                    del data  # drop the export so close() can unmap
-                if mapping[self.size - 1] != 10:  # the last line has no newline
-                    starts.append(np.array([self.size + 1], dtype=np.int64))
-            offsets = array.array("q")
-            offsets.frombytes(np.concatenate(starts).tobytes())
-            self._offsets = offsets
-        return self._offsets
+    def release(self) -> None:
+        self._buffer = None
 
 
-def _newline_ends(data: np.ndarray, check: Any) -> list[np.ndarray]:
+_LineIndex: Any = _CompiledLineIndex if _CompiledLineIndex is not None else _NumpyLineIndex
+
+
+def _newline_ends(data: np.ndarray, check: Callable[[], None], threads: int) -> list[np.ndarray]:
     """The offset after every newline of ``data``, as int64 arrays in order."""
     size = data.size
     halves = [(0, size)]
-    if size >= _THREADED_INDEX_BYTES and (os.cpu_count() or 1) > 1:
+    if threads > 1:
         middle = size // 2 // _INDEX_CHUNK * _INDEX_CHUNK
         halves = [(0, middle), (middle, size)]
 

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import os
 import random
+import shutil
+import subprocess
+import sys
+import sysconfig
 import threading
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import orjson
 import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perflab import BufferedWriter, CompressedWriter, MemoryMappedReader, read_jsonl
+from perflab import BufferedWriter, CompressedWriter, MemoryMappedReader, read_jsonl, readers
+from perflab.readers import FileTruncatedError
+
+#: The two implementations of the line index: every test of line() runs on both.
+INDEXES = {"compiled": readers._CompiledLineIndex, "numpy": readers._NumpyLineIndex}
+
+
+@contextlib.contextmanager
+def line_index(kind: str) -> Iterator[None]:
+    """Readers opened inside use the ``kind`` line index."""
+    if INDEXES[kind] is None:
+        raise AssertionError("perflab._lineindex was not built (see test_the_compiled_index_is_built)")
+    with mock.patch.object(readers, "_LineIndex", INDEXES[kind]):
+        yield
 
 
 def naive_lines(data: bytes) -> list[bytes]:
@@ -27,10 +50,11 @@ def naive_lines(data: bytes) -> list[bytes]:
 # --------------------------------------------------------------------------- MemoryMappedReader
 
 
-def test_an_empty_file_is_valid_and_has_nothing_to_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", INDEXES)
+def test_an_empty_file_is_valid_and_has_nothing_to_read(tmp_path: Path, index: str) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"")
-    with MemoryMappedReader(path) as reader:
+    with line_index(index), MemoryMappedReader(path) as reader:
         assert reader.size == 0
         assert reader.read() == b""
         assert bytes(reader.view(0, 0)) == b""
@@ -67,13 +91,16 @@ def _capture(result: list[BaseException], fn) -> None:
 @given(
     lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=50),
     trailing_newline=st.booleans(),
+    index=st.sampled_from(sorted(INDEXES)),
 )
-def test_lines_and_random_access_match_a_naive_reader(tmp_path_factory, lines, trailing_newline) -> None:
+def test_lines_and_random_access_match_a_naive_reader(
+    tmp_path_factory, lines, trailing_newline, index
+) -> None:
     data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
     path = tmp_path_factory.mktemp("r") / "f"
     path.write_bytes(data)
     expected = naive_lines(data)
-    with MemoryMappedReader(path) as reader:
+    with line_index(index), MemoryMappedReader(path) as reader:
         assert list(reader.iter_lines()) == expected
         assert reader.line_count == len(expected)
         for i in range(len(expected)):
@@ -82,19 +109,170 @@ def test_lines_and_random_access_match_a_naive_reader(tmp_path_factory, lines, t
         assert reader.read() == data
 
 
-def test_random_lines_of_a_large_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", INDEXES)
+def test_random_lines_of_a_large_file(tmp_path: Path, index: str) -> None:
     rng = random.Random(7)
     lines = [orjson.dumps({"i": i, "pad": "x" * rng.randint(0, 300)}) for i in range(20_000)]
     path = tmp_path / "big.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    with MemoryMappedReader(path) as reader:
+    with line_index(index), MemoryMappedReader(path) as reader:
         for i in rng.sample(range(20_000), 500):
             assert reader.line(i) == lines[i]
         assert [r["i"] for r in reader.records()] == list(range(20_000))
-        with pytest.raises(IndexError, match="line index 20000 out of range for 20000 lines"):
-            reader.line(20_000)
-        with pytest.raises(TypeError, match="index must be an int"):
-            reader.line("3")  # type: ignore[arg-type]
+        assert reader.line(np.int64(5)) == reader.line(-19_995) == lines[5]  # numpy ints index too
+        # the pure-Python base that stands in for the compiled one where no compiler is
+        assert readers._PyLineAccess.line(reader, 17) == lines[17]
+        for bad in (20_000, -20_001, 2**70, -(2**70)):
+            with pytest.raises(IndexError, match=f"line index {bad} out of range for 20000 lines"):
+                reader.line(bad)
+        for bad, kind in (("3", "str"), (True, "bool"), (2.0, "float"), (None, "NoneType")):
+            with pytest.raises(TypeError, match=f"index must be an int, got {kind}"):
+                reader.line(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=f"index must be an int, got {kind}"):
+                readers._PyLineAccess.line(reader, bad)  # type: ignore[arg-type]
+    for line in (reader.line, lambda i: readers._PyLineAccess.line(reader, i)):
+        with pytest.raises(ValueError, match="closed"):
+            line(0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=3000).map(lambda b: b.replace(b"\n", b"")), max_size=1500),
+    trailing_newline=st.booleans(),
+    threads=st.integers(1, 4),
+)
+def test_both_line_indexes_find_the_same_offsets(tmp_path_factory, lines, trailing_newline, threads) -> None:
+    """The compiled scan and numpy's, in 1 to 4 threads, over files up to a few MiB (so
+    the threads split them at 1 MiB steps), against offsets computed naively."""
+    data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
+    expected = [0]
+    for line in naive_lines(data):
+        expected.append(expected[-1] + len(line) + 1)
+    if data and not data.endswith(b"\n"):
+        expected[-1] = len(data) + 1  # a last line without newline still ends at offset - 1
+    path = tmp_path_factory.mktemp("i") / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as file:
+        for kind, index_type in INDEXES.items():
+            assert index_type is not None, "perflab._lineindex was not built"
+            index = index_type(data, file.fileno(), lambda: None, threads)
+            got = np.frombuffer(index.offsets(), dtype=np.int64).tolist()
+            assert got == expected, kind
+            assert len(index) == len(expected) - 1
+
+
+@pytest.mark.parametrize("index", INDEXES)
+def test_an_index_build_stops_before_a_file_that_shrank(tmp_path: Path, index: str) -> None:
+    """The buffer is longer than the file behind ``fd``: its lost pages would SIGBUS, so
+    the scan calls ``on_shrink`` before its first step and every lookup does too."""
+    small = tmp_path / "small"
+    small.write_bytes(b"x\n" * 100)
+    buffer = b"y\n" * (3 << 20)
+    index_type = INDEXES[index]
+    assert index_type is not None, "perflab._lineindex was not built"
+
+    def on_shrink() -> None:
+        raise FileTruncatedError("it shrank")
+
+    with open(small, "rb") as file:
+        with pytest.raises(FileTruncatedError, match="it shrank"):
+            index_type(buffer, file.fileno(), on_shrink, 2)
+        with pytest.raises(RuntimeError, match="the file shrank under the line index"):
+            index_type(buffer, file.fileno(), lambda: None, 1)  # an on_shrink that did not raise
+    large = tmp_path / "large"
+    large.write_bytes(buffer)
+    with open(large, "rb") as file:
+        built = index_type(buffer, file.fileno(), on_shrink, 1)
+        assert built.line(-1) == b"y"
+        built.release()
+        with pytest.raises(ValueError, match="released"):
+            built.line(0)
+
+
+@pytest.mark.parametrize("index", INDEXES)
+def test_the_line_index_does_not_keep_its_reader_alive(tmp_path: Path, index: str) -> None:
+    """Dropping a reader unmaps its file at once (no reference cycle left for the GC)."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a": 1}\n' * 1000)
+    gc.disable()
+    try:
+        with line_index(index):
+            reader = MemoryMappedReader(path)
+            assert reader.line(3) == b'{"a": 1}'
+            alive = weakref.ref(reader)
+            with pytest.warns(ResourceWarning, match="unclosed file"):  # finalized right here
+                del reader
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("index", INDEXES)
+def test_threads_racing_to_the_first_line_all_read_right(tmp_path: Path, index: str) -> None:
+    """Four threads call line() on a fresh reader at once: the index is built while the
+    others wait or build their own (the scan releases the GIL); every line comes out right."""
+    rng = random.Random(11)
+    lines = [orjson.dumps({"i": i, "pad": "z" * rng.randint(0, 400)}) for i in range(90_000)]
+    path = tmp_path / "shared.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")  # ~19 MB: the scan runs in two threads
+    wrong: list[str] = []
+    with line_index(index), MemoryMappedReader(path) as reader:
+        start = threading.Barrier(4)
+
+        def lookups(seed: int) -> None:
+            mine = random.Random(seed)
+            start.wait()
+            try:
+                for i in (mine.randrange(len(lines)) for _ in range(2_000)):
+                    if reader.line(i) != lines[i]:
+                        wrong.append(f"line {i}")
+            except Exception as exc:  # noqa: BLE001 - reported by the test thread
+                wrong.append(repr(exc))
+
+        threads = [threading.Thread(target=lookups, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+
+
+def test_the_compiled_index_is_built() -> None:
+    """``pip install`` compiles perflab._lineindex where a C compiler is (it is optional so
+    that an install without one still works, on numpy's slower path)."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        assert not readers.COMPILED_INDEX and readers._LineIndex is readers._NumpyLineIndex
+    else:
+        assert readers.COMPILED_INDEX, f"{compiler} is installed but perflab._lineindex was not built"
+        assert readers._LineIndex is readers._CompiledLineIndex
+
+
+def test_the_reader_works_where_the_index_was_not_compiled(tmp_path: Path) -> None:
+    """Without perflab._lineindex (an install with no C compiler) the reader falls back to
+    the pure-Python base and the numpy index, in a fresh interpreter that cannot import it."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"".join(b'{"i": %d}\n' % i for i in range(5000)) + b'{"i": "last"}')
+    script = f"""
+import os, sys
+sys.modules["perflab._lineindex"] = None  # import fails, as where it was never built
+from perflab import readers
+from perflab.readers import FileTruncatedError, MemoryMappedReader
+assert not readers.COMPILED_INDEX
+assert MemoryMappedReader.__mro__[1] is readers._PyLineAccess
+with MemoryMappedReader({str(path)!r}) as reader:
+    assert reader.line(4999) == b'{{"i": 4999}}' and reader.line(-1) == b'{{"i": "last"}}'
+    assert reader.line_count == 5001
+    os.truncate({str(path)!r}, 100)
+    try:
+        reader.line(1)
+    except FileTruncatedError as error:
+        print("raised:", error)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "raised:" in done.stdout and "to 100 bytes" in done.stdout
 
 
 def test_views_are_zero_copy_and_released_on_close(tmp_path: Path) -> None:
@@ -259,14 +437,15 @@ def test_any_truncation_recovers_an_intact_prefix(tmp_path_factory, codec, max_w
     assert recovered == RECORDS[: len(recovered)]
 
 
-def test_a_file_truncated_under_the_reader_raises_instead_of_killing_the_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", INDEXES)
+def test_a_file_truncated_under_the_reader_raises_instead_of_killing_the_process(
+    tmp_path: Path, index: str
+) -> None:
     """A writer that restarts and truncates the log: every kind of access afterwards gets
     FileTruncatedError; without the size check reading the lost pages is a SIGBUS."""
-    from perflab.readers import FileTruncatedError
-
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"".join(b'{"i": %d, "pad": "%s"}\n' % (i, b"x" * 200) for i in range(20_000)))
-    with MemoryMappedReader(path) as reader:
+    with line_index(index), MemoryMappedReader(path) as reader:
         lines = reader.iter_lines()
         first = next(lines)
         assert reader.line(19_999).startswith(b'{"i": 19999')
@@ -281,23 +460,26 @@ def test_a_file_truncated_under_the_reader_raises_instead_of_killing_the_process
     assert first.startswith(b'{"i": 0')
 
 
-def test_lines_and_records_keep_their_semantics_across_step_boundaries(tmp_path: Path) -> None:
-    """Lines longer than one 256 KiB step, blank lines, a last line without newline."""
+@pytest.mark.parametrize("index", INDEXES)
+def test_lines_and_records_keep_their_semantics_across_step_boundaries(tmp_path: Path, index: str) -> None:
+    """Lines longer than one 64 KiB block, blank lines, a last line without newline."""
     long = b'{"big": "' + b"y" * 600_000 + b'"}'
     data = b'{"a": 1}\n\n' + long + b"\n  \n" + b'{"a": 2}\n' * 3 + b'{"a": 3}'
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(data)
-    with MemoryMappedReader(path) as reader:
+    with line_index(index), MemoryMappedReader(path) as reader:
         assert list(reader.iter_lines()) == data.split(b"\n")
         assert [r.get("a") for r in reader.records()] == [1, None, 2, 2, 2, 3]
         assert reader.line_count == len(data.split(b"\n"))
         assert reader.line(2) == long and reader.line(-1) == b'{"a": 3}'
 
 
-def test_the_index_of_a_threaded_scan_matches_a_naive_one(tmp_path: Path) -> None:
-    """Past 16 MiB the index is built 1 MiB at a time in two threads, from packed bit masks:
-    newlines at the edges of those chunks and of the packed bytes, runs of blank lines and
-    lines of every length in between must all come out where a naive split puts them."""
+@pytest.mark.parametrize("index", INDEXES)
+def test_the_index_of_a_threaded_scan_matches_a_naive_one(tmp_path: Path, index: str) -> None:
+    """Past 16 MiB the index is built 1 MiB at a time in two threads (numpy's from packed
+    bit masks): newlines at the edges of those steps and of the packed bytes, runs of blank
+    lines and lines of every length in between must all come out where a naive split puts
+    them."""
     rng = random.Random(3)
     chunk = 1 << 20
     data = bytearray()
@@ -310,7 +492,7 @@ def test_the_index_of_a_threaded_scan_matches_a_naive_one(tmp_path: Path) -> Non
     path = tmp_path / "large.jsonl"
     path.write_bytes(bytes(data) + b"no newline at the end")
     expected = naive_lines(bytes(data) + b"no newline at the end")
-    with MemoryMappedReader(path) as reader:
+    with line_index(index), MemoryMappedReader(path) as reader:
         assert reader.line_count == len(expected)
         assert list(reader.iter_lines()) == expected
         for i in [0, 1, len(expected) - 1, *rng.sample(range(len(expected)), 3_000)]:
