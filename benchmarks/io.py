@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perflab import BufferedWriter, CompressedWriter
+from perflab.readers import COMPILED_INDEX
 from perflab.workbench.dataset import generate_records
 from perflab.workbench.io_experiments import (
     BASELINES,
@@ -203,30 +204,53 @@ def bench_reading(raw: bytes, work: Path, times: int) -> None:
     reading_ratios(raw, work, times)
 
 
+#: How the file under test is written. It decides what the page cache holds, and so what a
+#: mapping costs: one large write leaves 2 MiB folios that a mapping maps whole (40 MB in
+#: ~20 page-table entries), while a log appended 64 KiB at a time leaves small folios,
+#: mapped and unmapped 4 KiB at a time (~0.4 us a page on this machine).
+FILE_WRITES: dict[str, Callable[[Path, bytes], object]] = {
+    "written in one write (2 MiB page-cache folios)": lambda path, data: path.write_bytes(data),
+    "written as a log, by BufferedWriter (64 KiB flushes, small folios)": lambda path, data: _as_log(
+        path, data
+    ),
+}
+
+
+def _as_log(path: Path, data: bytes) -> None:
+    with BufferedWriter(path) as writer:
+        for line in data.splitlines():
+            writer.write_line(line)
+
+
 def reading_ratios(raw: bytes, work: Path, times: int) -> None:
-    """The reader against its baselines at 10k, 200k and 1M lines: each repeat runs the
-    pair back to back, so a ratio compares two runs taken moments apart."""
+    """The reader against its baselines at 10k, 200k and 1M lines, for each way of writing
+    the file: each repeat runs the pair back to back, so a ratio compares two runs taken
+    moments apart."""
     print("\nMemoryMappedReader against the baselines (ratio of seconds, median [min-max])")
-    for lines in (10_000, 200_000, 1_000_000):
-        cut = _nth_line_end(raw, lines)
-        if cut is None:
-            print(f"  {lines:>9,} lines: the data set is smaller; pass --records {lines}")
-            continue
-        path = work / f"lines-{lines}.jsonl"
-        path.write_bytes(raw[:cut])
-        cells = []
-        for label, baseline, ours in READER_RATIOS:
-            for how in (baseline, ours):
-                read_experiment(path, how=how)  # warm-up
-            pairs = []
-            for _ in range(max(times, 5)):
-                base = read_experiment(path, how=baseline)["seconds"]
-                mine = read_experiment(path, how=ours)["seconds"]
-                pairs.append(base / mine)
-            cells.append(f"{label}: {fmt(pairs, 1, 2)}x")
-        print(f"  {lines:>9,} lines ({cut / lines:.0f} B/line)")
-        for cell in cells:
-            print(f"      {cell}")
+    print(f"  line index: {'compiled (perflab._lineindex)' if COMPILED_INDEX else 'numpy (not compiled)'}")
+    for written, write in FILE_WRITES.items():
+        print(f"  files {written}:")
+        for lines in (10_000, 200_000, 1_000_000):
+            cut = _nth_line_end(raw, lines)
+            if cut is None:
+                print(f"    {lines:>9,} lines: the data set is smaller; pass --records {lines}")
+                continue
+            path = work / f"lines-{lines}.jsonl"
+            write(path, raw[:cut])
+            cells = []
+            for label, baseline, ours in READER_RATIOS:
+                for how in (baseline, ours):
+                    read_experiment(path, how=how)  # warm-up
+                pairs = []
+                for _ in range(max(times, 5)):
+                    base = read_experiment(path, how=baseline)["seconds"]
+                    mine = read_experiment(path, how=ours)["seconds"]
+                    pairs.append(base / mine)
+                cells.append(f"{label}: {fmt(pairs, 1, 2)}x")
+            print(f"    {lines:>9,} lines ({cut / lines:.0f} B/line)")
+            for cell in cells:
+                print(f"        {cell}")
+            path.unlink()  # a new file: its page cache starts from this way of writing
 
 
 def _nth_line_end(raw: bytes, lines: int) -> int | None:
