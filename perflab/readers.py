@@ -107,12 +107,14 @@ class MemoryMappedReader(_LineAccess):
     The mapping is a snapshot of the file's size when it was opened: bytes appended later
     are not seen. A file truncated under the reader (a writer that restarted) raises
     :class:`FileTruncatedError` from the next call instead of a SIGBUS that would kill the
-    process: ``line``, ``read`` and ``view`` check the file's size (one ``lseek``) before
-    they touch the mapping, the index build checks before each 1 MiB it scans, and
-    ``iter_lines``/``records`` read with ``pread``, which a shrunk file cuts short. Not
-    covered: a truncation racing with a call already past its check, and zero-copy
-    :meth:`view` objects, which read the mapping directly whenever they are used. An empty
-    file is valid and has no lines.
+    process: ``read`` and ``view`` check the file's size (one ``lseek``) before they touch
+    the mapping, the index build checks before each 1 MiB it scans, ``iter_lines`` and
+    ``records`` read with ``pread``, which a shrunk file cuts short, and ``line`` reads the
+    snapshot's last byte, which a shorter file has zeroed or removed, around a copy that
+    runs under a SIGBUS guard (compiled index; the numpy one uses an ``lseek``). Not
+    covered: a truncation racing with ``read``, or with ``line`` on the numpy index, and
+    zero-copy :meth:`view` objects, which read the mapping directly whenever they are used.
+    An empty file is valid and has no lines.
     """
 
     __slots__ = ("path", "size", "_file", "_fd", "_map", "_views", "__weakref__")
@@ -259,8 +261,9 @@ class MemoryMappedReader(_LineAccess):
         return self._lines
 
 
-def _check_size(fd: int, path: Path, size: int) -> None:
-    """Raise FileTruncatedError if the file open as ``fd`` is now shorter than ``size``.
+def _check_size(fd: int, path: Path, size: int, seen: bool = False) -> None:
+    """Raise FileTruncatedError if the file open as ``fd`` is now shorter than ``size``, or
+    if ``seen``: the line index saw it shorter (it may have grown back since).
 
     ``lseek`` to the end returns the size: a third of an fstat's cost (no stat object); the
     file position it moves is never used (all reads are mapped or pread)."""
@@ -270,6 +273,11 @@ def _check_size(fd: int, path: Path, size: int) -> None:
             f"{path} shrank from {size:,} to {now:,} bytes while it was mapped "
             "(a writer truncated or restarted it?): reading the lost pages would crash "
             "the process; open a new MemoryMappedReader"
+        )
+    if seen:
+        raise FileTruncatedError(
+            f"{path} shrank below {size:,} bytes while a line was read from it (it is {now:,} "
+            "bytes again now: a writer truncated and rewrote it?); open a new MemoryMappedReader"
         )
 
 
@@ -285,14 +293,14 @@ class _NumpyLineIndex:
     results, the newlines found with numpy and each lookup a few bytecodes more.
 
     ``LineIndex(buffer, fd, on_shrink, threads)`` scans the mapping 1 MiB at a time, calling
-    ``on_shrink()`` (which raises) before each step and before each lookup if the file got
-    shorter than the buffer. Offsets are kept as an int64 ``memoryview``, whose items index
+    ``on_shrink(True)`` (which raises) before each step and before each lookup if the file
+    got shorter than the buffer. Offsets are kept as an int64 ``memoryview``, whose items index
     as plain ints far faster than numpy's.
     """
 
     __slots__ = ("_buffer", "_fd", "_size", "_on_shrink", "_offsets")
 
-    def __init__(self, buffer: Any, fd: int, on_shrink: Callable[[], None], threads: int = 1) -> None:
+    def __init__(self, buffer: Any, fd: int, on_shrink: Callable[[bool], None], threads: int = 1) -> None:
         self._buffer = buffer
         self._fd = fd
         self._size = size = len(buffer)
@@ -310,7 +318,7 @@ class _NumpyLineIndex:
 
     def _check(self) -> None:
         if os.lseek(self._fd, 0, os.SEEK_END) < self._size:
-            self._on_shrink()
+            self._on_shrink(True)
             raise RuntimeError("the file shrank under the line index")
 
     def __len__(self) -> int:

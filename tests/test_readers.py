@@ -8,10 +8,12 @@ import gzip
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,7 +157,7 @@ def test_both_line_indexes_find_the_same_offsets(tmp_path_factory, lines, traili
     with open(path, "rb") as file:
         for kind, index_type in INDEXES.items():
             assert index_type is not None, "perflab._lineindex was not built"
-            index = index_type(data, file.fileno(), lambda: None, threads)
+            index = index_type(data, file.fileno(), lambda seen: None, threads)
             got = np.frombuffer(index.offsets(), dtype=np.int64).tolist()
             assert got == expected, kind
             assert len(index) == len(expected) - 1
@@ -171,14 +173,15 @@ def test_an_index_build_stops_before_a_file_that_shrank(tmp_path: Path, index: s
     index_type = INDEXES[index]
     assert index_type is not None, "perflab._lineindex was not built"
 
-    def on_shrink() -> None:
+    def on_shrink(seen: bool) -> None:
+        assert seen
         raise FileTruncatedError("it shrank")
 
     with open(small, "rb") as file:
         with pytest.raises(FileTruncatedError, match="it shrank"):
             index_type(buffer, file.fileno(), on_shrink, 2)
         with pytest.raises(RuntimeError, match="the file shrank under the line index"):
-            index_type(buffer, file.fileno(), lambda: None, 1)  # an on_shrink that did not raise
+            index_type(buffer, file.fileno(), lambda seen: None, 1)  # an on_shrink that did not raise
     large = tmp_path / "large"
     large.write_bytes(buffer)
     with open(large, "rb") as file:
@@ -458,6 +461,102 @@ def test_a_file_truncated_under_the_reader_raises_instead_of_killing_the_process
         with pytest.raises(FileTruncatedError):
             reader.read(0, 10)
     assert first.startswith(b'{"i": 0')
+
+
+RACING_READER = """
+import random, sys
+from perflab.readers import FileTruncatedError, MemoryMappedReader
+path, want = sys.argv[1], int(sys.argv[2])
+lines = open(path, "rb").read().splitlines()
+ok = truncated = 0
+with MemoryMappedReader(path) as reader:
+    count = reader.line_count
+    print("ready", flush=True)  # the writer starts now
+    while truncated < want or ok < want:
+        i = random.randrange(count)
+        try:
+            line = reader.line(i)
+        except FileTruncatedError:
+            truncated += 1
+            continue
+        assert line == lines[i], (i, line[:40])
+        ok += 1
+print(ok, truncated)
+"""
+
+
+def test_a_truncation_racing_with_line_raises_and_never_kills(tmp_path: Path) -> None:
+    """A real writer process truncates and rewrites the log (the same bytes) over and over
+    while another process reads random lines: every line read is right or raises
+    FileTruncatedError, and a page removed under a read is caught (SIGBUS) instead of
+    killing the reader (without the guard this reader dies of SIGBUS every time)."""
+    assert readers.COMPILED_INDEX, "perflab._lineindex was not built"
+    path = tmp_path / "restarted.jsonl"
+    data = b"".join(b'{"i": %d, "pad": "%s"}\n' % (i, b"r" * (i % 300)) for i in range(40_000))
+    path.write_bytes(data)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", RACING_READER, str(path), "2000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "ready\n", reader.stderr
+        deadline = time.monotonic() + 120
+        while reader.poll() is None and time.monotonic() < deadline:
+            with open(path, "r+b") as file:  # a writer restarting: cut, then write it all again
+                file.truncate(random.randrange(len(data)))
+                file.seek(0)
+                file.write(data)
+        out, err = reader.communicate(timeout=30)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+    assert reader.returncode == 0, f"the reader died ({reader.returncode}): {err[-2000:]}"
+    ok, truncated = map(int, out.split())
+    assert ok >= 2000 and truncated >= 2000
+
+
+@pytest.mark.parametrize("faulthandler", [False, True])
+def test_a_sigbus_elsewhere_still_goes_to_the_handler_before_ours(tmp_path: Path, faulthandler: bool) -> None:
+    """The guard only catches its own reads: a SIGBUS from any other code (here a plain
+    mmap slice of a truncated file) kills the process as before, through faulthandler when
+    it is on (as pytest and ipykernel turn it on)."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a": 1}\n' * 100_000)
+    script = f"""
+import mmap, os
+from perflab import MemoryMappedReader
+reader = MemoryMappedReader({str(path)!r})
+assert reader.line(5) == b'{{"a": 1}}'  # the index is built: our handler is installed
+other = mmap.mmap(os.open({str(path)!r}, os.O_RDONLY), 0, access=mmap.ACCESS_READ)
+os.truncate({str(path)!r}, 0)
+print(other[500_000:500_010])
+"""
+    options = ["-X", "faulthandler"] if faulthandler else []
+    done = subprocess.run(
+        [sys.executable, *options, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGBUS, (done.returncode, done.stderr[-2000:])
+    assert ("Fatal Python error: Bus error" in done.stderr) == faulthandler
+
+
+@pytest.mark.parametrize("index", INDEXES)
+def test_a_file_rewritten_as_long_is_read_as_it_is_now(tmp_path: Path, index: str) -> None:
+    """A rewrite that leaves the file at least as long is not a truncation: lines read as
+    the file is now (the last byte changed, so every lookup checks the size). A file that
+    ends in a zero byte has no last-byte sentinel and checks the size every time too."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"aaaa\nbbbb\ncccc\n")
+    zeros = tmp_path / "zeros.bin"
+    zeros.write_bytes(b"x\ny\n\0")
+    with line_index(index), MemoryMappedReader(path) as reader, MemoryMappedReader(zeros) as ending:
+        assert reader.line(1) == b"bbbb"
+        path.write_bytes(b"AAAA\nBBBB\nCCCC!!\n")  # truncates to 0, then writes more
+        assert reader.line(1) == b"BBBB"
+        assert reader.line(2) == b"CCCC"  # cut where the snapshot's line ended
+        assert ending.line(1) == b"y" and ending.line(2) == b"\0"
+        os.truncate(zeros, 2)
+        with pytest.raises(FileTruncatedError, match="shrank from 5 to 2 bytes"):
+            ending.line(0)
 
 
 @pytest.mark.parametrize("index", INDEXES)
