@@ -204,22 +204,20 @@ def bench_reading(raw: bytes, work: Path, times: int) -> None:
     reading_ratios(raw, work, times)
 
 
+def _as_log(path: Path, data: bytes) -> None:
+    with BufferedWriter(path) as writer:
+        for line in data.splitlines():
+            writer.write_line(line)
+
+
 #: How the file under test is written. It decides what the page cache holds, and so what a
 #: mapping costs: one large write leaves 2 MiB folios that a mapping maps whole (40 MB in
 #: ~20 page-table entries), while a log appended 64 KiB at a time leaves small folios,
 #: mapped and unmapped 4 KiB at a time (~0.4 us a page on this machine).
 FILE_WRITES: dict[str, Callable[[Path, bytes], object]] = {
-    "written in one write (2 MiB page-cache folios)": lambda path, data: path.write_bytes(data),
-    "written as a log, by BufferedWriter (64 KiB flushes, small folios)": lambda path, data: _as_log(
-        path, data
-    ),
+    "written in one write (2 MiB page-cache folios)": Path.write_bytes,
+    "written as a log, by BufferedWriter (64 KiB flushes, small folios)": _as_log,
 }
-
-
-def _as_log(path: Path, data: bytes) -> None:
-    with BufferedWriter(path) as writer:
-        for line in data.splitlines():
-            writer.write_line(line)
 
 
 def reading_ratios(raw: bytes, work: Path, times: int) -> None:

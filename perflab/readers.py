@@ -22,7 +22,7 @@ import stat
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import orjson
@@ -318,8 +318,11 @@ class _NumpyLineIndex:
 
     def _check(self) -> None:
         if os.lseek(self._fd, 0, os.SEEK_END) < self._size:
-            self._on_shrink(True)
-            raise RuntimeError("the file shrank under the line index")
+            self._shrunk()
+
+    def _shrunk(self) -> NoReturn:
+        self._on_shrink(True)
+        raise RuntimeError("the file shrank under the line index")
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -337,7 +340,7 @@ class _NumpyLineIndex:
         if buffer is None:
             raise ValueError("the line index was released (its reader is closed)")
         if os.lseek(self._fd, 0, os.SEEK_END) < self._size:
-            self._check()
+            self._shrunk()
         return buffer[start:end]
 
     def _span(self, index: Any) -> tuple[int, int]:
