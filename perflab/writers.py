@@ -39,11 +39,12 @@ import math
 import os
 import re
 import stat
+import threading
 import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import orjson
 
@@ -118,6 +119,11 @@ class _LineBuffer:
         "_flushes",
         "_fsyncs",
         "_nan_as_null",
+        "_end",
+        "_pending",
+        "_pending_records",
+        "_pending_raw",
+        "_owner",
     )
 
     def __init__(
@@ -148,10 +154,19 @@ class _LineBuffer:
         self._count = 0
         self._records = self._raw_bytes = self._bytes_written = self._flushes = self._fsyncs = 0
         self._file = None
+        # A flush whose write failed (ENOSPC, EFBIG, EDQUOT, a signal): its encoded bytes,
+        # sent again in front of the next flush's, so nothing goes out twice or not at all.
+        self._pending = b""
+        self._pending_records = self._pending_raw = 0
+        self._owner: int | None = None  # the thread inside flush(), to refuse a second one
         if append:
             _cut_torn_tail(self.path, data_format)
         # Unbuffered: every flush is exactly one write call (the OS error names the path).
         self._file = open(self.path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
+        # Where the file ends on a record boundary: a failed write is cut back to it. None
+        # for a FIFO or a device, which cannot be cut.
+        status = os.fstat(self._file.fileno())
+        self._end: int | None = status.st_size if stat.S_ISREG(status.st_mode) else None
 
     def __enter__(self) -> _LineBuffer:
         return self
@@ -186,7 +201,10 @@ class _LineBuffer:
         if not self._nan_as_null and _has_null(line):  # orjson writes NaN and inf as null
             _refuse_non_finite(record)
         # After close() _append refuses: no closed check on this hot path.
-        size = self._size = self._size + self._append(line)
+        try:
+            size = self._size = self._size + self._append(line)
+        except BufferError:
+            self._refuse_concurrent()
         count = self._count = self._count + 1
         if count >= self.max_writes or size >= self.buffer_size:
             self.flush()
@@ -207,8 +225,12 @@ class _LineBuffer:
                 written += 1
                 if count >= max_writes or size >= buffer_size:
                     self._size, self._count = size, count
-                    self.flush()
-                    size = count = 0
+                    try:
+                        self.flush()
+                    finally:  # what the flush took is queued in the writer, not here
+                        size, count = self._size, self._count
+        except BufferError:
+            self._refuse_concurrent()
         finally:  # a record that fails to serialize leaves what came before it buffered
             self._size, self._count = size, count
         return written
@@ -227,27 +249,80 @@ class _LineBuffer:
             data = data[:-1]
         if b"\n" in data:
             raise ValueError("line must be one line: it contains a newline")
-        self._size += self._append(data + b"\n")
+        try:
+            self._size += self._append(data + b"\n")
+        except BufferError:
+            self._refuse_concurrent()
         self._count += 1
         if self._size >= self.buffer_size or self._count >= self.max_writes:
             self.flush()
 
     def flush(self) -> None:
-        """Send the buffered lines to the file in one write (whole lines only)."""
+        """Send the buffered lines to the file in one write (whole lines only).
+
+        If the write fails (a full disk, a file-size limit), the file is cut back to its
+        last whole record and the error raised; the records stay queued, already encoded,
+        and go out exactly once with the next flush (``stats.buffered_records`` counts
+        them). A sync-mode stream is never fed the same lines twice.
+        """
         if self._file is None:
             raise ValueError(f"flush of a closed {type(self).__name__} ({self.path})")
         size = self._size
-        if not size:
+        if not size and not self._pending:
             return
-        with self._buffer.getbuffer() as whole, whole[:size] as lines:
-            self._write_all(self._encode(lines))
-        self._buffer.seek(0)
-        self._raw_bytes += size
-        self._records += self._count
-        self._size = 0
-        self._count = 0
-        self._flushes += 1
-        self._after_flush()
+        self._enter()
+        try:
+            if size:
+                count = self._count
+                with self._buffer.getbuffer() as whole, whole[:size] as lines:
+                    data = self._encode(lines)
+                    self._size = self._count = 0
+                    self._send(data, count, size)
+            else:
+                self._send(b"", 0, 0)
+        except BaseException as exc:
+            if self._pending_records:
+                exc.add_note(
+                    f"{type(self).__name__}: {self._pending_records} record(s) not written to "
+                    f"{self.path}; the file ends on its last whole record, and the next flush() "
+                    "or close() writes them, once"
+                )
+            raise
+        finally:
+            if size:
+                self._buffer.seek(0)
+            self._owner = None
+
+    def _refuse_concurrent(self) -> NoReturn:
+        raise RuntimeError(
+            f"{type(self).__name__} ({self.path}) is being flushed by another thread: "
+            "a writer is not thread-safe; use one writer per thread or a lock"
+        )
+
+    def _enter(self) -> None:
+        """Refuse a flush while another thread is in one: the two would interleave."""
+        if self._owner is not None:
+            self._refuse_concurrent()
+        self._owner = threading.get_ident()
+
+    def _send(self, data: bytes | memoryview, records: int, raw: int, *, flush: bool = True) -> None:
+        """Write ``data`` (after what a failed flush left); count it once it is all out."""
+        if self._pending:
+            data = self._pending + data
+            records += self._pending_records
+            raw += self._pending_raw
+        try:
+            self._write_all(data)
+        except BaseException:
+            self._pending_records, self._pending_raw = records, raw
+            raise
+        self._pending = b""
+        self._pending_records = self._pending_raw = 0
+        self._records += records
+        self._raw_bytes += raw
+        if flush:
+            self._flushes += 1
+            self._after_flush()
 
     def close(self) -> None:
         """Flush what is buffered, finish the file and close it; idempotent."""
@@ -256,9 +331,16 @@ class _LineBuffer:
         try:
             self.flush()
             tail = self._finish()
-            if tail:
-                self._write_all(tail)
+            if tail or self._pending:
+                self._send(tail, 0, 0, flush=False)
             self._before_close()
+        except BaseException as exc:
+            if self._pending_records or self._pending:
+                exc.add_note(
+                    f"{type(self).__name__}.close(): the writer is closed with {self._pending_records} "
+                    f"record(s) not written; {self.path} ends on its last whole record"
+                )
+            raise
         finally:
             file, self._file = self._file, None
             self._append = _refuse(f"write to a closed {type(self).__name__} ({self.path})")
@@ -267,14 +349,15 @@ class _LineBuffer:
 
     @property
     def stats(self) -> WriterStats:
+        queued = self._pending_records
         return WriterStats(
-            records=self._records + self._count,
+            records=self._records + queued + self._count,
             raw_bytes=self._raw_bytes,
             bytes_written=self._bytes_written,
             flushes=self._flushes,
             bytes_per_flush=self._bytes_written / self._flushes if self._flushes else 0.0,
-            buffered_records=self._count,
-            buffered_bytes=self._size,
+            buffered_records=queued + self._count,
+            buffered_bytes=self._pending_raw + self._size,
             fsyncs=self._fsyncs,
         )
 
@@ -298,12 +381,40 @@ class _LineBuffer:
         return self._file
 
     def _write_all(self, data: bytes | memoryview) -> None:
+        """Write ``data`` whole; if that fails, cut the file back to where it ended (or,
+        where it cannot be cut, keep only the rest) and keep it for the next attempt."""
         file = self._open_file()
         view = memoryview(data)
-        while view:
-            written = file.write(view)
-            self._bytes_written += written
-            view = view[written:]
+        written = 0
+        try:
+            while written < len(view):
+                written += file.write(view[written:])
+        except BaseException:
+            self._pending = bytes(view[self._cut_back(file, written) :])
+            raise
+        self._bytes_written += written
+        if self._end is not None:
+            self._end += written
+
+    def _cut_back(self, file: io.FileIO, written: int) -> int:
+        """After a write failed with ``written`` bytes out: truncate them off if the file
+        is ours to cut (regular, and its size is what we wrote); return how many of the
+        bytes stay written (0 after a cut)."""
+        end = self._end
+        if not written:
+            return 0
+        if end is not None:
+            try:
+                fd = file.fileno()
+                if os.fstat(fd).st_size == end + written:
+                    os.ftruncate(fd, end)
+                    os.lseek(fd, end, os.SEEK_SET)
+                    return 0
+            except OSError:
+                pass
+        self._end = None  # the file was changed by someone else: never cut it again
+        self._bytes_written += written
+        return written
 
     def _fsync(self) -> None:
         os.fsync(self._open_file().fileno())
