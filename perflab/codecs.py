@@ -161,7 +161,8 @@ class _DeflateStream:
 
 class _Zstd:
     def __init__(self, level: int) -> None:
-        self.context = zstandard.ZstdCompressor(level=level)
+        # The checksum (4 bytes a frame) makes a flipped bit an error on read, not a changed value.
+        self.context = zstandard.ZstdCompressor(level=level, write_checksum=True)
 
     def frame(self, data: bytes | memoryview) -> bytes:
         return self.context.compress(data)

@@ -6,7 +6,11 @@ a torn tail: a last line without its newline, or a last gzip member / zstd frame
 ends early. With ``recover=True`` reading stops cleanly after the last intact record;
 without it the torn tail raises ``ValueError`` naming the file and byte offset (after the
 intact records have been yielded). A line that is not JSON in the middle of a file is not
-a crash artifact: it raises in both modes.
+a crash artifact: it raises in both modes. A record line counts once its newline is there:
+``recover=True`` stops before a plain file's last line without one even if it parses (a
+torn ``6789`` reads as ``67``). zstd frames carry a checksum (CompressedWriter writes it),
+so a flipped bit raises instead of changing a value; zero bytes after the last gzip
+member are padding, as for ``gzip -dc``.
 """
 
 from __future__ import annotations
@@ -501,6 +505,10 @@ def _records(path: Path, chunks: Iterator[bytes], kind: str, recover: bool) -> I
     rest = tail[0]
     if rest.strip():
         # A last line without its newline: a whole record typed by hand, or a torn one.
+        # Inside a complete member/frame (its CRC or checksum held) it was written whole;
+        # in a plain file a torn "6789" may still parse as "67", so recovery stops before it.
+        if recover and not kind:
+            return
         try:
             record = orjson.loads(rest)
         except orjson.JSONDecodeError:
@@ -542,6 +550,9 @@ def _frame_chunks(file: Any, codec: str) -> Iterator[bytes]:
     consumed = 0
     while data := file.read(_CHUNK):
         while data:
+            if codec == "gzip" and consumed == frame_start and frame_start and data[0] == 0:
+                _check_padding(file, data, frame_start)
+                return
             try:
                 out = decompressor.decompress(data)
             except error as exc:
@@ -559,3 +570,14 @@ def _frame_chunks(file: Any, codec: str) -> Iterator[bytes]:
             decompressor = new_decompressor()
     if consumed != frame_start:  # bytes of a member/frame that never finished
         raise _Torn(frame_start, consumed)
+
+
+def _check_padding(file: Any, data: bytes, start: int) -> None:
+    """Zero bytes after the last gzip member are padding (``gzip -dc`` accepts them, as
+    tape and block devices leave them); anything else there is corruption."""
+    while data:
+        if data.strip(b"\0"):
+            raise ValueError(
+                f"{file.name}: corrupt gzip data after byte {start}: neither a member nor zero padding"
+            )
+        data = file.read(_CHUNK)

@@ -34,6 +34,7 @@ generated records on a 2-core VM; ``nan_as_null=True`` skips it.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import io
 import math
 import os
@@ -501,6 +502,8 @@ _SCALARS = frozenset({str, int, bool, type(None)})
 
 def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
     """Where the first non-finite float in ``value`` is, as ``record['key'][2]``."""
+    if isinstance(value, enum.Enum):  # orjson writes an Enum as its value
+        return _non_finite(value.value, f"{where}.value")
     if isinstance(value, float):
         return None if math.isfinite(value) else (where, value)
     if isinstance(value, dict):

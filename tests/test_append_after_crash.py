@@ -59,14 +59,67 @@ def test_a_torn_plain_line_is_cut_with_a_warning_naming_file_offset_and_bytes(tm
     assert list(read_jsonl(path)) == [{"i": 0}, {"i": 1}, {"i": 3}]
 
 
-def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
+def test_a_plain_last_line_without_its_newline_is_cut_even_when_it_parses(tmp_path: Path) -> None:
+    # A record counts once its newline is written: "6789" torn to "67" still parses.
     path = tmp_path / "log.jsonl"
-    path.write_bytes(b'{"i": 0}\n{"i": 1}')
+    path.write_bytes(b'{"i": 0}\n{"i": 1}\n67')
+    with pytest.warns(TornTailWarning, match=r"2 bytes dropped \(the last line has no newline and is JSON"):
+        writer = BufferedWriter(path, append=True)
+    with writer:
+        writer.write(6789)
+    assert list(read_jsonl(path)) == [{"i": 0}, {"i": 1}, 6789]
+    path.write_bytes(b'{"i": 0}\n67')
+    assert list(read_jsonl(path, recover=True)) == [{"i": 0}]  # not the torn 67
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+@pytest.mark.parametrize("frames", [1, 3])
+def test_appending_to_a_compressed_file_without_a_final_newline_never_glues(
+    tmp_path: Path, codec: str, frames: int
+) -> None:
+    """Written by another tool: complete members/frames whose text lacks the last newline
+    (a whole record gets one), or whose boundaries fall inside lines (cut back to a line)."""
+    from perflab._recovery import encode_unit
+
+    path = tmp_path / "other-tool"
+    text = b'{"i": 0}\n{"i": 1}\n{"i": 2}'
+    pieces = [text[:5], text[5:14], text[14:]] if frames == 3 else [text]
+    path.write_bytes(b"".join(encode_unit(codec, piece) for piece in pieces))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing is dropped: no warning
-        with BufferedWriter(path, append=True) as writer:
-            writer.write({"i": 2})
-    assert [r["i"] for r in read_jsonl(path)] == [0, 1, 2]
+        warnings.simplefilter("error")  # a whole record: nothing is dropped
+        with CompressedWriter(path, 3, codec=codec, append=True) as writer:  # type: ignore[arg-type]
+            writer.write({"i": 3})
+    assert [r["i"] for r in read_jsonl(path)] == [0, 1, 2, 3]
+    assert standard_decode(path, codec).endswith(b'{"i": 2}\n{"i":3}\n')
+
+    # A last line that is not JSON, split over frames: cut back to the last newline.
+    torn = b'{"i": 0}\n{"i": 1}\n{"i": 2, "pri'
+    pieces = [torn[:5], torn[5:22], torn[22:]] if frames == 3 else [torn]
+    path.write_bytes(b"".join(encode_unit(codec, piece) for piece in pieces))
+    with pytest.warns(TornTailWarning, match="re-encoded up to its last newline"):
+        writer = CompressedWriter(path, 3, codec=codec, append=True)  # type: ignore[arg-type]
+    with writer:
+        writer.write({"i": 3})
+    assert [r["i"] for r in read_jsonl(path)] == [0, 1, 3]
+
+
+@pytest.mark.parametrize("mode", ["frame", "sync"])
+def test_a_checksummed_zstd_file_whose_last_frame_was_cut_never_glues(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "log.zst"
+    with CompressedWriter(path, 3, codec="zstd", flush_mode=mode, max_writes=5) as writer:
+        for i in range(23):
+            writer.write({"i": i})
+    data = path.read_bytes()
+    assert zstandard.get_frame_parameters(data).has_checksum
+    path.write_bytes(data[:-9])  # the last frame loses its checksum and some of its block
+    with pytest.warns(TornTailWarning):
+        writer = CompressedWriter(path, 3, codec="zstd", flush_mode=mode, append=True)
+    with writer:
+        writer.write({"i": 100})
+    got = [r["i"] for r in read_jsonl(path)]
+    assert got[-1] == 100 and got[:-1] == list(range(len(got) - 1))  # a clean prefix, then ours
+    assert len(got) - 1 >= 15  # a sync stream keeps what its blocks held; frames lose one frame at most
+    assert standard_decode(path, "zstd").endswith(b'{"i":100}\n')
 
 
 @pytest.mark.parametrize("codec", ["gzip", "zstd"])
