@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import operator
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -115,6 +116,8 @@ class BatchProcessor(Generic[T]):
         "_idle_waiters",
         "_space_waiters",
         "_errors",
+        "_failure_errors",
+        "_sealed_items",
         "_closed",
         "_batches",
         "_items",
@@ -153,7 +156,9 @@ class BatchProcessor(Generic[T]):
         self._wakeup: asyncio.Future[None] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._space_waiters: deque[asyncio.Future[None]] = deque()
-        self._errors: list[BaseException] = []
+        self._errors: list[BaseException] = []  # failures nobody has heard of yet
+        self._failure_errors: list[BaseException] = []  # the error of each failed batch
+        self._sealed_items = 0  # items in _sealed: stats never walk the deque (a scrape thread may read)
         self._closed = False
         self._batches = self._items = self._failed_items = self._retries = 0
         self._reasons = dict.fromkeys(FLUSH_REASONS, 0)
@@ -173,24 +178,26 @@ class BatchProcessor(Generic[T]):
 
     @property
     def stats(self) -> BatchStats:
-        pending = len(self._batch) + sum(len(sealed.items) for sealed in self._sealed)
+        """A consistent snapshot, also from another thread (an exporter's scrape): the
+        counters are read in one C call, which no other Python thread can interleave."""
+        batch, sealed, batches, items, failed, failed_items, retries, reasons, max_wait = _COUNTERS(self)
         return BatchStats(
-            batches=self._batches,
-            items=self._items,
-            failed_batches=len(self.failed_batches),
-            failed_items=self._failed_items,
-            retries=self._retries,
-            pending_items=pending,
-            flush_reasons=dict(self._reasons),
-            mean_batch_size=self._items / self._batches if self._batches else 0.0,
-            max_item_wait_seconds=self._max_wait,
+            batches=batches,
+            items=items,
+            failed_batches=len(failed),
+            failed_items=failed_items,
+            retries=retries,
+            pending_items=len(batch) + sealed,
+            flush_reasons=reasons.copy(),
+            mean_batch_size=items / batches if batches else 0.0,
+            max_item_wait_seconds=max_wait,
         )
 
     # ----------------------------------------------------------------- public API
 
     async def add(self, item: T) -> None:
         """Add one item; seals the batch when it is full and waits if the sink is behind."""
-        if self._fast:
+        if self._fast and _running_loop() is self._loop:
             batch = self._batch
             batch.append(item)
             if len(batch) < self.batch_size:
@@ -206,10 +213,12 @@ class BatchProcessor(Generic[T]):
         if self._closed:
             raise RuntimeError("BatchProcessor is closed: flush() refused")
         self._start()
+        failed_before = len(self._failure_errors)
         if self._batch:
             self._seal("explicit")
         await self._wait_idle()
-        self._raise_errors()
+        # Every caller whose wait saw a batch fail hears of it, not only the first.
+        self._raise_errors(since=failed_before)
 
     async def close(self) -> None:
         """Flush what is left and stop. ``add`` after close raises RuntimeError.
@@ -222,6 +231,7 @@ class BatchProcessor(Generic[T]):
             self._closed = True
             self._fast = False
         self._start()  # in this loop; items a cancelled close left are processed now
+        failed_before = len(self._failure_errors)
         if self._batch:
             self._seal("close")
         try:
@@ -233,7 +243,7 @@ class BatchProcessor(Generic[T]):
         if flusher is not None:
             self._wake_flusher()
             await flusher
-        self._raise_errors()
+        self._raise_errors(since=failed_before)
 
     async def __aenter__(self) -> BatchProcessor[T]:
         return self
@@ -252,7 +262,7 @@ class BatchProcessor(Generic[T]):
 
     def __del__(self) -> None:
         try:
-            pending = len(self._batch) + sum(len(sealed.items) for sealed in self._sealed)
+            pending = len(self._batch) + self._sealed_items
         except AttributeError:  # __init__ rejected its arguments
             return
         if pending:
@@ -329,6 +339,7 @@ class BatchProcessor(Generic[T]):
             self._linger.cancel()
             self._linger = None
         self._sealed.append(_Sealed(self._batch, reason, self._first_added))
+        self._sealed_items += len(self._batch)
         self._reasons[reason] += 1
         self._batch = []
         self._batch_bytes = 0
@@ -352,13 +363,18 @@ class BatchProcessor(Generic[T]):
             self._idle_waiters.append(waiter)
             await waiter
 
-    def _raise_errors(self) -> None:
-        if not self._errors:
+    def _raise_errors(self, since: int | None = None) -> None:
+        """Raise the first failure nobody has heard of, or (``since``) the first of the
+        batches that failed while this caller waited, even if another caller heard of it."""
+        seen = self._failure_errors[since:] if since is not None else []
+        errors = list({id(exc): exc for exc in [*seen, *self._errors]}.values())
+        if not errors:
             return
-        first, *others = self._errors
         self._errors.clear()
-        if others:
-            first.add_note(f"{len(others)} more batch(es) failed after it; all are in failed_batches")
+        first, *others = errors
+        note = f"{len(others)} more batch(es) failed after it; all are in failed_batches"
+        if others and note not in getattr(first, "__notes__", ()):
+            first.add_note(note)
         self._fast = False
         raise first
 
@@ -375,6 +391,7 @@ class BatchProcessor(Generic[T]):
             sealed = self._sealed[0]
             await self._process(loop, sealed)
             self._sealed.popleft()
+            self._sealed_items -= len(sealed.items)
             _wake_all(self._space_waiters)
             if not self._sealed:
                 _wake_all(self._idle_waiters)
@@ -383,7 +400,9 @@ class BatchProcessor(Generic[T]):
         attempt = 0
         while True:
             try:
-                await self._processor(sealed.items)
+                # A copy: a processor that takes items out of its batch and then fails must
+                # not take them out of failed_batches (or out of the retry).
+                await self._processor(list(sealed.items))
             except Exception as exc:
                 if attempt < self.max_retries:
                     attempt += 1
@@ -392,6 +411,7 @@ class BatchProcessor(Generic[T]):
                     continue
                 self.failed_batches.append(sealed.items)
                 self._failed_items += len(sealed.items)
+                self._failure_errors.append(exc)
                 self._errors.append(exc)
                 self._fast = False
                 return
@@ -415,6 +435,20 @@ class BatchProcessor(Generic[T]):
                     pass  # we are being cancelled too; the flusher must still finish
         _wake_all(self._space_waiters)
         _wake_all(self._idle_waiters)
+
+
+_running_loop = asyncio._get_running_loop  # the C getter: the fast add path checks its loop
+_COUNTERS = operator.attrgetter(
+    "_batch",
+    "_sealed_items",
+    "_batches",
+    "_items",
+    "failed_batches",
+    "_failed_items",
+    "_retries",
+    "_reasons",
+    "_max_wait",
+)
 
 
 def _wake_all(waiters: Any) -> None:

@@ -17,6 +17,12 @@ second's worth of tokens at once. In any window the limiter grants at most
 ``burst + rate * window`` tokens on its schedule; real delivery is never earlier than the
 schedule and, after a late timer, at most one request ahead of a strict bucket.
 
+The bucket's level outlives the event loop: on a new loop (one ``asyncio.run`` after
+another) the schedule is carried over on ``time.monotonic()``, so five runs of
+``acquire`` at rate 1, burst 1 take four seconds, not a few milliseconds. A limiter serves
+one running loop at a time: a second loop that tries while the first still runs (another
+thread) is refused with RuntimeError, every time.
+
 What cannot be delivered: each timer wake-up can release at most ``burst + 1`` tokens (the
 bucket plus one credited request), and wake-ups come at best every
 :data:`TIMER_TICK_SECONDS`, so about ``(burst + 1) / TIMER_TICK_SECONDS`` tokens per second
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import threading
 import time
 import warnings
 from collections import deque
@@ -130,6 +137,8 @@ class TokenBucketLimiter:
         "_first_grant",
         "_first_tokens",
         "_last_grant",
+        "_clock_offset",
+        "_bind_lock",
     )
 
     def __init__(self, rate: float, burst_size: float | None = None) -> None:
@@ -153,6 +162,8 @@ class TokenBucketLimiter:
         self._first_grant: float | None = None
         self._first_tokens = 0.0
         self._last_grant = 0.0
+        self._clock_offset = 0.0  # loop.time() - time.monotonic() of the loop served
+        self._bind_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -241,22 +252,35 @@ class TokenBucketLimiter:
             if loop is not self._loop:
                 self._bind(loop)
             return loop.time()
-        return self._loop.time() if self._loop is not None else time.monotonic()
+        return time.monotonic() + self._clock_offset  # outside a loop: the served loop's clock
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Use ``loop``'s clock from now on; a limiter moved to a new loop starts full."""
-        if self._live_waiters():
-            raise RuntimeError("TokenBucketLimiter has waiters in another event loop")
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._waiters.clear()
-        if self._loop is not None:
-            self._tat = -math.inf  # the new loop's clock may have another origin (uvloop)
-        self._loop = loop
+        """Serve ``loop`` from now on, its clock and timers. The schedule moves over on the
+        monotonic clock (loops may count from other origins: uvloop's does)."""
+        with self._bind_lock:
+            old = self._loop
+            if old is loop:
+                return
+            if old is not None and not old.is_closed() and old.is_running():
+                raise RuntimeError(
+                    "TokenBucketLimiter is in use by an event loop that is still running (another "
+                    "thread?): a limiter serves one loop at a time; give each loop its own limiter "
+                    "with its share of the rate"
+                )
+            if self._live_waiters():
+                raise RuntimeError("TokenBucketLimiter has waiters in another event loop")
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._waiters.clear()
+            offset = loop.time() - time.monotonic()
+            self._tat += offset - self._clock_offset  # -inf (a full bucket) stays -inf
+            self._clock_offset = offset
+            self._loop = loop
 
     def _live_waiters(self) -> int:
-        return sum(1 for fut, _ in self._waiters if not fut.done())
+        # A copy first (one C call): a scrape from another thread never sees the deque change.
+        return sum(1 for fut, _ in tuple(self._waiters) if not fut.done())
 
     def _record_grant(self, now: float, tokens: float) -> None:
         if self._first_grant is None:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sized
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from perflab._clock import CLOCK_SLACK, MIN_REARM_DELAY
@@ -141,10 +142,11 @@ class _Counters:
 class _Worker:
     """One pool slot in use: the task running it and the call it is awaiting."""
 
-    __slots__ = ("task", "started", "interrupt", "key")
+    __slots__ = ("task", "began", "started", "interrupt", "key")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
+        self.began = False  # its task has run (one cancelled before it first ran never does)
         self.started: float | None = None  # loop time the current call began, or None
         self.interrupt: str | None = None  # why the pool cancelled the current call
         self.key: Any = None  # the submit future of the current call
@@ -508,6 +510,7 @@ class TaskPool:
         """
         if not callable(fn):
             raise TypeError(f"fn must be an async callable, got {type(fn).__name__}")
+        self._refuse_nested("map")
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             raise TypeError("iterable must be a (sync) iterable; feed an async iterable through submit()")
         try:
@@ -532,6 +535,12 @@ class TaskPool:
                     if inspect.isawaitable(other):
                         _discard_awaitable(other)
                 raise TypeError(f"awaitables[{position}] must be awaitable, got {type(awaitable).__name__}")
+        try:
+            self._refuse_nested("gather")
+        except RuntimeError:
+            for awaitable in awaitables:
+                _discard_awaitable(awaitable)
+            raise
         limit = min(self.config.max_concurrent, len(awaitables))
         job = _SequenceJob(_identity, awaitables, limit, return_exceptions, accepted=True, sized=True)
         job.accepted_at = asyncio.get_running_loop().time()
@@ -610,6 +619,17 @@ class TaskPool:
 
     # ----------------------------------------------------------------- internals
 
+    def _refuse_nested(self, method: str) -> None:
+        """A call running in this pool that waits on this pool's map/gather holds a slot
+        those calls may need: with every slot so held, nothing ever runs again."""
+        current = asyncio.current_task()
+        if current is not None and any(worker.task is current for worker in self._all_workers):
+            raise RuntimeError(
+                f"TaskPool.{method}() called from a call this pool is running: that call holds one "
+                f"of the pool's {self.config.max_concurrent} slots while it waits for slots, which "
+                "deadlocks once every slot is held so; run the inner work on a second TaskPool"
+            )
+
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
@@ -682,7 +702,31 @@ class TaskPool:
         job.workers.add(worker)
         self._all_workers.add(worker)
         job.on_spawn()
-        worker.task = asyncio.get_running_loop().create_task(self._work(job, worker))
+        task = worker.task = asyncio.get_running_loop().create_task(self._work(job, worker))
+        task.add_done_callback(functools.partial(self._on_worker_done, job, worker))
+
+    def _on_worker_done(self, job: _Job, worker: _Worker, task: asyncio.Task[None]) -> None:
+        """A worker task cancelled before it first ran never runs its body (nor its
+        ``finally``): retire it here, or the call waiting for its job waits forever."""
+        if worker not in job.workers:
+            return  # retired by its own body, as usual
+        if not worker.began:
+            job.on_worker_start()
+        if not job.stopping:
+            job.failure = job.failure or asyncio.CancelledError("a pool worker was cancelled")
+            self._fail(job)
+        self._retire(job, worker)
+
+    def _retire(self, job: _Job, worker: _Worker) -> None:
+        """A worker leaves: free its slot (to a waiting job, or more work of its own) and
+        wake the caller if its job is done."""
+        worker.key = None
+        job.workers.discard(worker)
+        self._all_workers.discard(worker)
+        self._release_slot()
+        self._request_slots(job)
+        if job.waiter is not None and not job.waiter.done() and job.finished():
+            job.waiter.set_result(None)
 
     def _stop(self, job: _Job) -> None:
         """Cancel everything ``job`` still has running or queued (idempotent)."""
@@ -714,6 +758,7 @@ class TaskPool:
     async def _work(self, job: _Job, worker: _Worker) -> None:
         """A worker: take a call, await it inline, record the outcome, repeat; give the
         slot away to a job holding fewer when one waits."""
+        worker.began = True
         job.on_worker_start()
         grow = job.may_grow()
         # The hot path (start, await, complete) stays inline; the rare outcomes are methods.
@@ -753,6 +798,12 @@ class TaskPool:
                         raise
                 except Exception as exc:
                     self._failed_call(job, worker, key, exc, awaitable)
+                except BaseException as exc:
+                    # KeyboardInterrupt, SystemExit: asyncio hands them to the loop's caller.
+                    # Count the call and stop the job, so that the shutdown that follows finds
+                    # nothing of ours running or about to start.
+                    self._failed_call(job, worker, key, exc, awaitable, stop=True)
+                    raise
                 else:
                     worker.started = None
                     if worker.interrupt is not None:
@@ -765,15 +816,11 @@ class TaskPool:
                     if poorer is not None and len(job.workers) > len(poorer.workers) + 1:
                         break  # give this slot to a call that holds fewer
         finally:
-            worker.key = None
-            job.workers.discard(worker)
-            self._all_workers.discard(worker)
-            self._release_slot()
-            self._request_slots(job)
-            if job.waiter is not None and not job.waiter.done() and job.finished():
-                job.waiter.set_result(None)
+            self._retire(job, worker)
 
-    def _failed_call(self, job: _Job, worker: _Worker, key: Any, exc: Exception, awaitable: Any) -> None:
+    def _failed_call(
+        self, job: _Job, worker: _Worker, key: Any, exc: BaseException, awaitable: Any, stop: bool = False
+    ) -> None:
         worker.started = None
         worker.forget_interrupt()
         counts = self._counts
@@ -782,7 +829,10 @@ class TaskPool:
         error: BaseException = exc
         if awaitable is not None and not inspect.isawaitable(awaitable):
             error = TypeError(f"fn must return an awaitable, got {type(awaitable).__name__}")
-        if job.settle_error(key, error):
+        if stop:
+            job.failure = job.failure or error
+            self._fail(job)
+        elif job.settle_error(key, error):
             self._fail(job)
 
     def _cancelled_call(self, job: _Job, worker: _Worker, key: Any) -> bool:
@@ -815,10 +865,12 @@ class TaskPool:
 
 
 def _length_hint(iterable: Iterable[Any]) -> int | None:
-    """The length of a sized iterable, or None for an iterator or generator."""
-    if not isinstance(iterable, Sized):
-        return None
-    try:
-        return len(iterable)
-    except TypeError:
-        return None
+    """The number of items iterating yields, where the type guarantees it: a list, tuple or
+    range. Anything else is taken lazily (a DataFrame's ``len`` counts its rows while it
+    iterates its columns, and a user's ``__len__`` may say anything)."""
+    if type(iterable) in _EXACT_LENGTH:
+        return len(iterable)  # type: ignore[arg-type]
+    return None
+
+
+_EXACT_LENGTH = frozenset({list, tuple, range})
