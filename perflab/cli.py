@@ -164,7 +164,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from perflab.sweep import SweepInterrupted
-    from perflab.workbench.target import parse_grid, run_sweep
+    from perflab.workbench.target import TargetFailed, parse_grid, run_sweep
 
     try:
         grid = parse_grid(args.grid)
@@ -182,11 +182,19 @@ def _sweep(args: argparse.Namespace) -> int:
         saved = f"saved to {stop.saved_to}" if len(stop.frame) else "nothing had finished"
         print(f"perflab sweep: interrupted; {len(stop.frame)} finished runs {saved}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("perflab sweep: interrupted before the first run", file=sys.stderr)
+        return 130
+    except TargetFailed as error:  # the user's function, not the arguments
+        print(f"perflab sweep: {error}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, FileExistsError, OSError, ImportError) as error:
         return _fail("sweep", str(error))
     print(run.finding.conclusion.replace("**", "").replace("`", ""))
     print(f"report: {run.index.resolve()}")
-    return 0
+    for line in run.failures:
+        print(f"perflab sweep: {args.target} failed at {line}", file=sys.stderr)
+    return 1 if run.failures else 0
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -14,6 +14,14 @@ columns, ``repeat``, then metric columns; ``frame.attrs["perflab"]`` names which
 frame then has a ``host`` column after ``repeat`` (the fingerprint of the host that
 measured each sample) and the same rows, in the same order, as a local sweep. Ctrl-C
 raises :class:`SweepInterrupted` with the frame of the runs that finished, locally or not.
+
+A run that fails need not lose the sweep: ``errors="record"`` records the exception of
+``fn`` (point, repeat, error) in ``frame.attrs["perflab"]["failed"]`` and goes on, and
+``fn`` may itself return :class:`RunFailed` (what ``perflab sweep`` does, on a cluster
+too). ``on_run`` is called with every run as it lands (a measured row, or a failed run
+with its ``error``), so a caller can save incrementally: a crash at any moment then
+keeps what finished. A metric must be a finite number (or None, or NaN: not measured):
+an infinity or an int too large for a float is refused, naming the point and metric.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ if TYPE_CHECKING:
 
     from perflab.cluster import Cluster, Run
 
-__all__ = ["Adaptive", "SweepInterrupted", "asweep", "grid_points", "sweep"]
+__all__ = ["Adaptive", "RunFailed", "SweepInterrupted", "asweep", "grid_points", "sweep"]
 
 Metrics = Mapping[str, float | int | bool | None]
 
@@ -77,6 +85,18 @@ class Adaptive:
             )
             open_.append(not tight and overlaps)
         return open_
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunFailed:
+    """A run that failed: returned by ``fn`` (or made of its exception by
+    ``errors="record"``), it is recorded with its point and the sweep goes on."""
+
+    error: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> RunFailed:
+        return cls(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -132,7 +152,9 @@ class _Rows:
         self.repeat_limit = 0  # the most an adaptive point could take
         self.hosts: dict[str, str] = {}  # fingerprint -> label, when run on a cluster
         self.missing: list[dict[str, Any]] = []  # runs lost to dying workers
+        self.failed: list[dict[str, Any]] = []  # runs whose fn failed (RunFailed)
         self.settle: Callable[[], None] | None = None  # waits for runs still out on a cluster
+        self.on_run: Callable[[dict[str, Any]], None] | None = None
 
     def check(self, point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
         if not isinstance(metrics, Mapping):
@@ -149,6 +171,8 @@ class _Rows:
                 )
             if value is not None and not isinstance(value, Real):
                 raise TypeError(f"fn({point}) returned a non-number for metric {name!r}: {value!r}")
+            if value is not None:
+                _check_finite(point, name, value)
         names = list(metrics)
         if self.metrics is None:
             self.metrics, self.first_point = names, dict(point)
@@ -176,10 +200,34 @@ class _Rows:
         return [by_point[_key(p)] for p in points]
 
     def add(self, point: dict[str, Any], repeat: int | None, outcome: Any, host: str | None = None) -> None:
+        if isinstance(outcome, RunFailed):
+            self.failed.append({"point": dict(point), "repeat": repeat, "error": outcome.error})
+            if self.on_run is not None:
+                self.on_run({**point, "repeat": repeat, "error": outcome.error})
+            return
         metrics = self.check(point, outcome)
         if repeat is not None:
             where = {HOST_COLUMN: host} if host is not None else {}
-            self.rows.append({**point, "repeat": repeat, **where, **metrics})
+            row = {**point, "repeat": repeat, **where, **metrics}
+            self.rows.append(row)
+            if self.on_run is not None:
+                self.on_run(row)
+
+
+def _check_finite(point: Mapping[str, Any], name: str, value: Any) -> None:
+    """A metric JSON can hold: an infinity would be saved as null (not measured), and an
+    int past a float's range cannot be summarized."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(
+            f"fn({dict(point)}) returned {name}={value!r:.40}...: too large for a float"
+        ) from None
+    if math.isinf(number):
+        raise ValueError(
+            f"fn({dict(point)}) returned {name}={number}: an infinity is not a measurement "
+            "(return None, or NaN, for a value that could not be measured)"
+        )
 
 
 def _adaptive_runs(
@@ -226,9 +274,13 @@ def _key(point: Mapping[str, Any]) -> str:
 
 
 def _plan(
-    fn: Any, grid: Mapping[str, Sequence[Any]], repeat: int, warmup: int, order: str
+    fn: Any, grid: Mapping[str, Sequence[Any]], repeat: int, warmup: int, order: str, errors: str
 ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], int | None]]]:
     """Validate, then list every run: the warm-ups (repeat None), then the measured runs."""
+    if errors not in ("raise", "record"):
+        raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
+    import pandas  # noqa: F401  (now, not after the last run: a Ctrl-C in the import would lose them)
+
     points = grid_points(grid)
     check_int("repeat", repeat, minimum=1)
     check_int("warmup", warmup, minimum=0)
@@ -257,6 +309,8 @@ def _frame(points: list[dict[str, Any]], rows: _Rows, name: str) -> pd.DataFrame
     if rows.hosts:
         frame.attrs["perflab"]["hosts"] = dict(rows.hosts)
         frame.attrs["perflab"]["missing"] = list(rows.missing)
+    if rows.failed:
+        frame.attrs["perflab"]["failed"] = list(rows.failed)
     if rows.repeats is not None:
         frame.attrs["perflab"]["repeats"] = rows.repeats
         frame.attrs["perflab"]["repeat_limit"] = rows.repeat_limit
@@ -281,15 +335,20 @@ def sweep(
     seed_param: str | None = None,
     adaptive: Adaptive | None = None,
     cluster: Cluster | None = None,
+    errors: Literal["raise", "record"] = "raise",
+    on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
     """Measure every point of ``grid`` ``repeat`` times (after ``warmup`` discarded runs
     per point); with ``adaptive``, at most ``repeat`` times, stopping a point once it is
     settled (see :class:`Adaptive`). An async ``fn`` works when no loop is running; inside
     one (a notebook) use ``await asweep(...)``. With ``cluster``, every run is a task on
-    that Dask cluster (see :mod:`perflab.cluster`)."""
-    points, runs = _plan(fn, grid, repeat, warmup, order)
+    that Dask cluster (see :mod:`perflab.cluster`). ``errors`` and ``on_run``: see the
+    module docstring."""
+    points, runs = _plan(fn, grid, repeat, warmup, order, errors)
     if cluster is not None:
-        return _cluster_sweep(fn, points, runs, repeat, warmup, adaptive, cluster, name, seed_param, progress)
+        return _cluster_sweep(
+            fn, points, runs, repeat, warmup, adaptive, cluster, name, seed_param, progress, errors, on_run
+        )
     if inspect.iscoroutinefunction(fn):
         try:
             asyncio.get_running_loop()
@@ -304,14 +363,22 @@ def sweep(
                 name=name,
                 seed_param=seed_param,
                 adaptive=adaptive,
+                errors=errors,
+                on_run=on_run,
             )
             return asyncio.run(run)
         raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
     rows = _Rows(points, seed_param)
+    rows.on_run = on_run
     with _progress(len(runs), progress, name) as bar:
         try:
             for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
-                rows.add(point, r, fn(**_call_args(point, seed_param, r)))
+                try:
+                    rows.add(point, r, fn(**_call_args(point, seed_param, r)))
+                except Exception as exc:
+                    if errors == "raise":
+                        raise
+                    rows.add(point, r, RunFailed.of(exc))
                 bar.update()
         except KeyboardInterrupt:
             raise SweepInterrupted(_frame(points, rows, name)) from None
@@ -330,22 +397,42 @@ async def asweep(
     seed_param: str | None = None,
     adaptive: Adaptive | None = None,
     cluster: Cluster | None = None,
+    errors: Literal["raise", "record"] = "raise",
+    on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
     """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable.
     With ``cluster`` the sweep waits in a thread, so the loop keeps running."""
-    points, runs = _plan(fn, grid, repeat, warmup, order)
+    points, runs = _plan(fn, grid, repeat, warmup, order, errors)
     if cluster is not None:
         return await asyncio.to_thread(
-            _cluster_sweep, fn, points, runs, repeat, warmup, adaptive, cluster, name, seed_param, progress
+            _cluster_sweep,
+            fn,
+            points,
+            runs,
+            repeat,
+            warmup,
+            adaptive,
+            cluster,
+            name,
+            seed_param,
+            progress,
+            errors,
+            on_run,
         )
     rows = _Rows(points, seed_param)
+    rows.on_run = on_run
     with _progress(len(runs), progress, name) as bar:
         try:
             for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
-                outcome = fn(**_call_args(point, seed_param, r))
-                if inspect.isawaitable(outcome):
-                    outcome = await outcome
-                rows.add(point, r, outcome)
+                try:
+                    outcome = fn(**_call_args(point, seed_param, r))
+                    if inspect.isawaitable(outcome):
+                        outcome = await outcome
+                    rows.add(point, r, outcome)
+                except Exception as exc:
+                    if errors == "raise":
+                        raise
+                    rows.add(point, r, RunFailed.of(exc))
                 bar.update()
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise SweepInterrupted(_frame(points, rows, name)) from None
@@ -363,13 +450,18 @@ def _cluster_sweep(
     name: str,
     seed_param: str | None,
     progress: bool,
+    errors: str = "raise",
+    on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
     """The runs as tasks on ``cluster``; rows kept in the order a local sweep makes them."""
     from perflab.cluster import Cluster, Run
 
     if not isinstance(cluster, Cluster):
         raise TypeError(f"cluster must be a perflab.cluster.Cluster, got {type(cluster).__name__}")
+    if errors != "raise":
+        raise ValueError("errors='record' runs locally; on a cluster, have fn return RunFailed instead")
     rows = _Rows(points, seed_param)
+    rows.on_run = on_run
     index = {_key(point): i for i, point in enumerate(points)}
     finished: dict[int, tuple[Run, Any, str]] = {}
     next_row = [0]

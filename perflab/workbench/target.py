@@ -5,6 +5,12 @@ Each call is timed (``seconds``, wall clock); a call that returns a mapping of n
 those as metrics too (e.g. ``{"ok_share": 0.97}``). Async callables run on one event loop
 of their own (asyncio, or uvloop when asked). Grid values are typed from the literals given
 (``1`` an int, ``0.5`` a float, ``zstd-3`` a string).
+
+Nothing measured is lost: ``--out`` is created and its run log opened before the first
+run; every run is appended to ``<out>/<name>/runs.jsonl`` as it lands (a crash or kill at
+any moment keeps what finished); a run whose function raises (or calls ``sys.exit``, or
+returns a value that is no measurement) is recorded with its point and error and the
+sweep goes on; a Ctrl-C while the results are saved waits until they are.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_str
-from perflab.results import SUMMARY_COLUMNS, Results, metric_columns, summarize
-from perflab.sweep import Adaptive, SweepInterrupted, asweep, sweep
+from perflab.results import HOST_COLUMN, SUMMARY_COLUMNS, Results, metric_columns, summarize
+from perflab.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, sweep
 from perflab.workbench import findings
 from perflab.workbench.metrics import METRICS, Metric
 
@@ -37,10 +45,22 @@ if TYPE_CHECKING:
 
     from perflab.cluster import Cluster
 
-__all__ = ["TIMED_METRIC", "check_grid", "load_target", "parse_grid", "run_sweep", "sweep_target"]
+__all__ = [
+    "TIMED_METRIC",
+    "TargetFailed",
+    "check_grid",
+    "load_target",
+    "parse_grid",
+    "run_sweep",
+    "sweep_target",
+]
 
 #: The metric every call gets: its wall time.
 TIMED_METRIC = "seconds"
+
+
+class TargetFailed(Exception):
+    """Every run of the swept function failed: nothing was measured (its errors say why)."""
 
 
 def load_target(spec: str) -> Callable[..., Any]:
@@ -110,36 +130,61 @@ def check_grid(grid: Any) -> dict[str, list[Any]]:
 def _metrics(seconds: float, result: Any) -> dict[str, float]:
     out = {TIMED_METRIC: seconds}
     if isinstance(result, Mapping):
+        if TIMED_METRIC in result:
+            raise ValueError(
+                f"it returned a metric named {TIMED_METRIC!r}, which perflab fills with the "
+                "call's wall time: rename yours (e.g. 'api_seconds')"
+            )
         for key, value in result.items():
-            if (
-                isinstance(key, str)
-                and key != TIMED_METRIC
-                and isinstance(value, Real)
-                and not isinstance(value, bool)
-            ):
-                out[key] = float(value)
+            if isinstance(key, str) and isinstance(value, Real) and not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except OverflowError:
+                    raise ValueError(f"it returned {key}={value!r:.30}...: too large for a float") from None
+                if math.isinf(number):
+                    raise ValueError(
+                        f"it returned {key}={number}: an infinity is not a measurement "
+                        "(return None or NaN for a value that could not be measured)"
+                    )
+                out[key] = number
     return out
 
 
+def _failed(exc: BaseException) -> RunFailed:
+    """A run's failure as the sweep records it: the function's own exception, named."""
+    if isinstance(exc, SystemExit):
+        return RunFailed(f"it called sys.exit({exc.code!r})")
+    return RunFailed.of(exc)
+
+
 def _timed(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` timed: returns its metrics (``seconds`` and any numbers it returned)."""
+    """``fn`` timed: returns its metrics (``seconds`` and any numbers it returned), or a
+    :class:`RunFailed` naming what went wrong in this run (a cluster worker returns it too)."""
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
 
         @functools.wraps(fn)
-        async def timed_async(**point: Any) -> dict[str, float]:
+        async def timed_async(**point: Any) -> dict[str, float] | RunFailed:
             started = time.perf_counter()
-            result = await fn(**point)
-            return _metrics(time.perf_counter() - started, result)
+            try:
+                result = await fn(**point)
+                return _metrics(time.perf_counter() - started, result)
+            except (Exception, SystemExit) as exc:
+                return _failed(exc)
 
         return timed_async
 
     @functools.wraps(fn)
-    def timed(**point: Any) -> dict[str, float]:
+    def timed(**point: Any) -> dict[str, float] | RunFailed:
         started = time.perf_counter()
-        result = fn(**point)
-        if inspect.isawaitable(result):
-            raise TypeError(f"{getattr(fn, '__name__', fn)!r} returned an awaitable: declare it async def")
-        return _metrics(time.perf_counter() - started, result)
+        try:
+            result = fn(**point)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError("it returned an awaitable: declare it async def")
+            return _metrics(time.perf_counter() - started, result)
+        except (Exception, SystemExit) as exc:
+            return _failed(exc)
 
     return timed
 
@@ -176,6 +221,7 @@ class SweepRun:
     index: Path
     frame: pd.DataFrame
     finding: findings.Finding
+    failures: list[str] = dataclasses.field(default_factory=list)  # a line per failing point
 
 
 def _ship_code(cluster: Cluster, fn: Callable[..., Any]) -> None:
@@ -242,11 +288,8 @@ def run_sweep(
     """``perflab sweep``: sweep the target and write a report folder like a notebook
     run's (results.json/csv, summary.csv, figure, summary.json, index.html). With
     ``cluster`` every run is a task on it (:mod:`perflab.cluster`). Ctrl-C saves the runs
-    that finished (results.json/csv) and raises :class:`~perflab.sweep.SweepInterrupted`."""
-    from perflab.metadata import collect_metadata
-    from perflab.workbench.notebook import publish
-    from perflab.workbench.plots import plot_user_sweep
-    from perflab.workbench.report import NotebookRun, ReportRun, write_index, write_run_json
+    that finished (results.json/csv) and raises :class:`~perflab.sweep.SweepInterrupted`;
+    a run that fails is recorded (``SweepRun.failures``); :class:`TargetFailed` if all did."""
 
     fn = load_target(spec)
     if loop not in ("asyncio", "uvloop"):
@@ -256,26 +299,151 @@ def run_sweep(
     name = _name(fn)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     directory = Path(out) if out is not None else Path(reports_dir) / f"{stamp}-sweep-{name}"
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"--out {directory} is a file, not a folder")
     if directory.exists() and any(directory.iterdir()) and not force:
         raise FileExistsError(f"{directory} exists and is not empty: pass --force to write into it")
+    saved = directory / name
+    log = _open_run_log(saved)  # before the first run: a folder we cannot write fails now
     started = time.perf_counter()
     timed = _timed(fn)
     options = _options(repeat, adaptive, name)
     try:
-        frame = _sweep_frame(timed, grid, options, loop, cluster)
+        try:
+            frame = _sweep_frame(timed, grid, options | {"on_run": log.write}, loop, cluster)
+        except SweepInterrupted:
+            raise
+        except KeyboardInterrupt:  # between the last run and the frame: the log has every run
+            log.close()
+            raise SweepInterrupted(_frame_from_log(log.path, list(grid), name)) from None
+        finally:
+            log.close()
     except SweepInterrupted as stop:
-        saved = directory / name
         if len(stop.frame):  # where a finished sweep puts them, so compare and history read them
-            saved.mkdir(parents=True, exist_ok=True)
-            extra = {"target": spec, "interrupted": True}
-            results = Results.from_frame(stop.frame, name, list(grid), extra=extra)
-            results.dump(saved / "results.json", replace=True)
-            results.to_frame().to_csv(saved / "results.csv", index=False)
+            _save_through_ctrl_c(stop.frame, saved, name, list(grid), {"target": spec, "interrupted": True})
         raise SweepInterrupted(stop.frame, saved) from None
+    failed: list[dict[str, Any]] = frame.attrs["perflab"].get("failed", [])
+    if frame.empty:
+        first: dict[str, Any] = failed[0] if failed else {"point": {}, "error": "no run finished"}
+        raise TargetFailed(
+            f"{spec} failed in every run ({len(failed)}), nothing was measured; first, at "
+            f"{_point_text(first['point'])}: {first['error']} (every run is in {log.path})"
+        )
+    extra = {"target": spec, "failed_runs": failed}
+    if _save_through_ctrl_c(frame, saved, name, list(grid), extra):
+        raise SweepInterrupted(frame, saved)  # the measurements are saved; the report is not
+    try:
+        return _publish_sweep(frame, directory, name, spec, grid, loop, started, failed)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(frame, saved) from None
+
+
+def _open_run_log(folder: Path) -> Any:
+    """The run log, every run appended (and flushed) as it lands."""
+    from perflab.writers import BufferedWriter
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return BufferedWriter(folder / "runs.jsonl", max_writes=1, nan_as_null=True)
+    except OSError as error:
+        raise OSError(f"--out {folder.parent}: cannot write there: {error.strerror or error}") from None
+
+
+def _frame_from_log(path: Path, parameters: list[str], name: str) -> pd.DataFrame:
+    """The measured runs of a run log, as the sweep's frame."""
+    import pandas as pd
+
+    from perflab.readers import read_jsonl
+
+    rows = [row for row in read_jsonl(path, recover=True) if "error" not in row]
+    frame = pd.DataFrame(rows)
+    metrics = [column for column in frame.columns if column not in {*parameters, "repeat", HOST_COLUMN}]
+    frame.attrs["perflab"] = {"name": name, "parameters": parameters, "metrics": metrics}
+    return frame
+
+
+def _point_text(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in point.items()) or "(no point)"
+
+
+def failure_lines(failed: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per failing point: its error and how many of its runs failed so."""
+    by_point: dict[str, list[str]] = {}
+    for run in failed:
+        by_point.setdefault(_point_text(run["point"]), []).append(run["error"])
+    return [
+        f"{point}: {errors[0]}" + (f" ({len(errors)} runs)" if len(errors) > 1 else "")
+        for point, errors in by_point.items()
+    ]
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Any:
+    """Hold Ctrl-C (SIGINT) back while results are written; it arrives right after."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _save_through_ctrl_c(
+    frame: pd.DataFrame, folder: Path, name: str, parameters: list[str], extra: dict[str, Any]
+) -> bool:
+    """Save the results with Ctrl-C held back, again if one came before it was held;
+    return whether a Ctrl-C came (the caller stops after the save)."""
+    interrupted = False
+    for _ in range(10):
+        done = False
+        try:
+            with _sigint_deferred():
+                _save_results(frame, folder, name, parameters, extra)
+                done = True
+        except KeyboardInterrupt:
+            interrupted = True
+        if done:
+            return interrupted
+    return True
+
+
+def _save_results(
+    frame: pd.DataFrame, folder: Path, name: str, parameters: list[str], extra: dict[str, Any]
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    results = Results.from_frame(frame, name, parameters, extra=extra)
+    results.dump(folder / "results.json", replace=True)
+    results.to_frame().to_csv(folder / "results.csv", index=False)
+
+
+def _publish_sweep(
+    frame: pd.DataFrame,
+    directory: Path,
+    name: str,
+    spec: str,
+    grid: Mapping[str, Sequence[Any]],
+    loop: str,
+    started: float,
+    failed: list[dict[str, Any]],
+) -> SweepRun:
+    from perflab.metadata import collect_metadata
+    from perflab.workbench.notebook import publish
+    from perflab.workbench.plots import plot_user_sweep
+    from perflab.workbench.report import NotebookRun, ReportRun, write_index, write_run_json
+
     parameters = list(grid)
     repeats = frame.attrs["perflab"].get("repeats")
     summary = summarize(frame, parameters)
     finding = findings.user_sweep(summary, frame, parameters, target=spec)
+    if failed:  # a failing point is not in the ranking: say so where the finding is read
+        lines = "; ".join(failure_lines(failed))
+        finding = dataclasses.replace(
+            finding, conclusion=f"{finding.conclusion} **Failed runs** (not ranked): {lines}."
+        )
     figure = plot_user_sweep(summary, parameters)
     publish(
         directory / name,
@@ -289,6 +457,7 @@ def run_sweep(
             "grid": dict(grid),
             "loop": loop,
             "repeats": repeats,
+            "failed_runs": failed,
         },
         metrics=user_metrics(frame, parameters),
     )
@@ -298,4 +467,4 @@ def run_sweep(
     metadata = collect_metadata()
     write_run_json(report, metadata, run.seconds)
     write_index(report, metadata)
-    return SweepRun(directory, report.index, frame, finding)
+    return SweepRun(directory, report.index, frame, finding, failure_lines(failed))
