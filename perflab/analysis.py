@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from perflab.measure import compare
+from perflab.measure import compare, compare_difference
 from perflab.metadata import host_fingerprint
 from perflab.results import HOST_COLUMN
 
@@ -282,8 +282,9 @@ def _comparison_rows(
     min_effect: float | None,
     alpha: float,
 ) -> list[dict[str, Any]]:
-    """One comparison row per metric with samples on both sides (a baseline median of 0
-    has no ratio and is left out)."""
+    """One comparison row per metric with samples on both sides: a ratio of medians, or,
+    for a signed metric (a negative value on either side, or a baseline median of 0), the
+    difference of medians with its CI."""
     import pandas as pd
 
     options = {} if min_effect is None else {"min_effect": min_effect}
@@ -291,10 +292,13 @@ def _comparison_rows(
     for metric in metrics:
         before = pd.to_numeric(before_rows[metric], errors="coerce").dropna().tolist()
         after = pd.to_numeric(after_rows[metric], errors="coerce").dropna().tolist()
-        if not before or not after or _median(before) == 0:
+        if not before or not after:
             continue
         higher = directions.get(metric, False)
-        result = compare(before, after, higher_is_better=higher, alpha=alpha, **options)
+        if min(before) < 0 or min(after) < 0 or _median(before) == 0:
+            result = compare_difference(before, after, higher_is_better=directions.get(metric), alpha=alpha)
+        else:
+            result = compare(before, after, higher_is_better=higher, alpha=alpha, **options)
         rows.append(
             {
                 **point,
@@ -304,6 +308,7 @@ def _comparison_rows(
                 "baseline_median": result.baseline_median,
                 "candidate_median": result.candidate_median,
                 "ratio": result.ratio,
+                "difference": result.difference,
                 "ci_low": result.ci95[0],
                 "ci_high": result.ci95[1],
                 "p_value": result.p_value,
@@ -350,13 +355,19 @@ def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
         table = table.assign(
             detectable=table["detectable"].map(lambda v: "n/a" if v is None or v != v else f"±{v:.1%}")
         )
-    return table.assign(
-        change=(table["ratio"] - 1).map("{:+.1%}".format),
-        ci=[
-            f"[{lo - 1:+.1%}, {hi - 1:+.1%}]"
-            for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
-        ],
-    ).drop(columns=["ratio", "ci_low", "ci_high", "higher_is_better", "p_value"])
+    differences = table["difference"] if "difference" in table else [None] * len(table)
+    changes, cis = [], []
+    for ratio, difference, low, high in zip(
+        table["ratio"], differences, table["ci_low"], table["ci_high"], strict=True
+    ):
+        if difference is None or difference != difference:  # a ratio
+            changes.append(f"{ratio - 1:+.1%}")
+            cis.append(f"[{low - 1:+.1%}, {high - 1:+.1%}]")
+        else:  # a signed metric: the difference, in its unit
+            changes.append(f"{difference:+.4g} (diff)")
+            cis.append(f"[{low:+.4g}, {high:+.4g}]")
+    dropped = ["ratio", "difference", "ci_low", "ci_high", "higher_is_better", "p_value"]
+    return table.assign(change=changes, ci=cis).drop(columns=[c for c in dropped if c in table])
 
 
 def _median(values: list[float]) -> float:

@@ -200,12 +200,15 @@ def _sweep(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from perflab.workbench.history import analyze_history, load_history, write_history
+    from perflab.workbench.history import analyze_history, change_text, load_history, write_history
 
+    skipped: list[tuple[Path, str]] = []
     try:
-        runs = load_history(args.reports)
+        runs = load_history(args.reports, skipped=skipped)
     except (ValueError, OSError) as error:
         return _fail("history", str(error))
+    for folder, problem in skipped:
+        print(f"perflab history: skipped {folder.name}: {problem}", file=sys.stderr)
     if not runs:
         return _fail("history", f"{args.reports} holds no report runs (folders with */results.json)")
     history = analyze_history(runs)
@@ -214,9 +217,14 @@ def _history(args: argparse.Namespace) -> int:
     print(f"{len(runs)} runs on {hosts} host(s); {len(history.changes)} change(s) found")
     regressions = history.regressions()
     if not regressions.empty:
-        shown = regressions[["host", "notebook", "point", "metric", "kind", "at_run", "change"]]
+        shown = regressions[["host", "notebook", "point", "metric", "kind", "at_run", "change"]].assign(
+            change=[
+                change_text(c, d)
+                for c, d in zip(regressions["change"], regressions["difference"], strict=True)
+            ]
+        )
         with pd.option_context("display.width", 200, "display.max_columns", None):
-            print(shown.to_string(index=False, formatters={"change": "{:+.1%}".format}))
+            print(shown.to_string(index=False))
     print(f"history: {Path(page).resolve()}")
     if args.fail_on_regression is not None:
         beyond = regressions[regressions["change"].abs() * 100 >= args.fail_on_regression]

@@ -34,6 +34,7 @@ __all__ = [
     "abenchmark",
     "benchmark",
     "compare",
+    "compare_difference",
     "format_summary",
     "mann_whitney_p",
     "median_ci",
@@ -189,10 +190,14 @@ class Comparison:
     min_effect: float
     significant: bool
     verdict: str
+    #: "ratio", or "difference" for a signed metric (an error in percent, a margin): then
+    #: ``ratio`` is NaN and ``ci95`` is the interval of ``difference``, in the metric's unit.
+    kind: str = "ratio"
+    difference: float | None = None
 
     @property
     def change(self) -> float:
-        """Relative change of the median: +0.10 means 10% higher."""
+        """Relative change of the median: +0.10 means 10% higher (NaN for a difference)."""
         return self.ratio - 1
 
     def as_dict(self) -> dict[str, Any]:
@@ -225,7 +230,8 @@ def compare(
         if np.any(values < 0):
             raise ValueError(
                 f"{name} holds negative values ({values.min():g}): a ratio of medians needs "
-                "non-negative measurements such as seconds or records per second"
+                "non-negative measurements such as seconds or records per second; compare a "
+                "signed metric with compare_difference()"
             )
     a_median, b_median = float(np.median(a)), float(np.median(b))
     if a_median == 0:
@@ -252,6 +258,49 @@ def compare(
         verdict = "slower"
     return Comparison(
         a_median, b_median, ratio, (float(low), float(high)), p_value, min_effect, significant, verdict
+    )
+
+
+def compare_difference(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    higher_is_better: bool | None = None,
+    alpha: float = SIGNIFICANCE_LEVEL,
+) -> Comparison:
+    """Compare a signed metric (where a ratio means nothing: an error that may be negative,
+    a margin, a median of 0) by the difference of medians, with a bootstrap 95% CI and the
+    same rank test. ``verdict``: "faster"/"slower" when the direction is known, "higher"/
+    "lower" when it is not (``higher_is_better=None``), else as :func:`compare`."""
+    check_number("alpha", alpha, positive=True, maximum=1)
+    a, b = _values(baseline, "baseline"), _values(candidate, "candidate")
+    a_median, b_median = float(np.median(a)), float(np.median(b))
+    rng = np.random.default_rng(_BOOTSTRAP_SEED)
+    a_boot = np.median(rng.choice(a, (_BOOTSTRAP_RESAMPLES, a.size)), axis=1)
+    b_boot = np.median(rng.choice(b, (_BOOTSTRAP_RESAMPLES, b.size)), axis=1)
+    low, high = np.percentile(b_boot - a_boot, [2.5, 97.5])
+    difference = b_median - a_median
+    p_value = mann_whitney_p(a, b)
+    significant = p_value < alpha and difference != 0
+    if not 2 / math.comb(a.size + b.size, a.size) < alpha:
+        verdict = "too few samples"
+    elif not significant:
+        verdict = "no significant change"
+    elif higher_is_better is None:
+        verdict = "higher" if difference > 0 else "lower"
+    else:
+        verdict = "faster" if (difference > 0) == higher_is_better else "slower"
+    return Comparison(
+        a_median,
+        b_median,
+        math.nan,
+        (float(low), float(high)),
+        p_value,
+        0.0,
+        significant,
+        verdict,
+        kind="difference",
+        difference=difference,
     )
 
 

@@ -184,6 +184,7 @@ class Results:
         while found < FORMAT_VERSION:
             data = _UPGRADES[found](data)
             found += 1
+        _check_fields(data)
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in fields})
 
@@ -194,13 +195,61 @@ class Results:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Results:
+        """Read a results file; a missing, corrupt or hand-edited one raises ValueError
+        naming the file and what is wrong (OSError for one that cannot be read)."""
         try:
             data = orjson.loads(Path(path).read_bytes())
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"{path}: not JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: not a perflab results file")
-        return cls.from_dict(data)
+            raise ValueError(
+                f"{path}: not a perflab results file (a JSON {type(data).__name__}, not an object)"
+            )
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "parameters": (list, tuple),
+    "metrics": (list, tuple),
+    "rows": (list,),
+    "metadata": (dict,),
+    "units": (dict,),
+    "higher_is_better": (dict,),
+    "extra": (dict,),
+    "hosts": (dict,),
+}
+_REQUIRED_FIELDS = ("name", "parameters", "metrics", "rows")
+
+
+def _check_fields(data: Mapping[str, Any]) -> None:
+    """Refuse a results dict whose fields are missing or of the wrong kind (a hand edit),
+    naming the field, instead of failing later somewhere inside pandas."""
+    missing = [name for name in _REQUIRED_FIELDS if name not in data]
+    if missing:
+        raise ValueError(f"results file lacks {missing}")
+    for name, kinds in _FIELD_TYPES.items():
+        if name in data and not isinstance(data[name], kinds):
+            expected = " or ".join(kind.__name__ for kind in kinds)
+            raise ValueError(
+                f"results file field {name!r} must be a {expected}, got {type(data[name]).__name__}"
+            )
+    for name in ("parameters", "metrics"):
+        bad = [item for item in data[name] if not isinstance(item, str)]
+        if bad:
+            raise ValueError(f"results file field {name!r} must list names (strings), got {bad[0]!r}")
+    for i, row in enumerate(data["rows"]):
+        if not isinstance(row, dict):
+            raise ValueError(f"results file rows[{i}] must be an object, got {type(row).__name__}")
+        for metric in data["metrics"]:
+            value = row.get(metric)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(
+                    f"results file rows[{i}][{metric!r}] must be a number or null, got {value!r}"
+                )
 
 
 def summarize(

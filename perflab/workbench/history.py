@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +40,13 @@ class RunRecord:
     findings: dict[str, dict[str, Any]]
 
 
-def load_history(reports_dir: str | os.PathLike[str]) -> list[RunRecord]:
-    """Every run folder of ``reports_dir`` (one holding ``*/results.json``), oldest first."""
+def load_history(
+    reports_dir: str | os.PathLike[str], *, skipped: list[tuple[Path, str]] | None = None
+) -> list[RunRecord]:
+    """Every run folder of ``reports_dir`` (one holding ``*/results.json``), oldest first.
+
+    A run whose files are corrupt or hand-edited does not stop the others: it is left out
+    and, with ``skipped``, listed there as ``(folder, what is wrong)``."""
     folder = Path(reports_dir)
     if not folder.is_dir():
         raise ValueError(f"{str(folder)!r} is not a folder of report runs")
@@ -49,14 +55,19 @@ def load_history(reports_dir: str | os.PathLike[str]) -> list[RunRecord]:
         files = sorted(directory.glob("*/results.json"))
         if not files:
             continue
-        results = {p.parent.name: Results.load(p) for p in files}
+        try:
+            results = {p.parent.name: Results.load(p) for p in files}
+            findings = {}
+            for name in results:
+                summary = directory / name / "summary.json"
+                if summary.exists():
+                    findings[name] = orjson.loads(summary.read_bytes())
+        except (ValueError, OSError) as error:  # orjson's decode error is a ValueError
+            if skipped is not None:
+                skipped.append((directory, str(error)))
+            continue
         metadata = next(iter(results.values())).metadata
         host, label = host_fingerprint(metadata)
-        findings = {}
-        for name in results:
-            summary = directory / name / "summary.json"
-            if summary.exists():
-                findings[name] = orjson.loads(summary.read_bytes())
         runs.append(
             RunRecord(
                 directory.name, directory, str(metadata.get("time", "")), host, label, results, findings
@@ -168,9 +179,15 @@ _CHANGE_COLUMNS = (
     "before",
     "after",
     "change",
+    "difference",
     "worse",
     "reaches_latest",
 )
+
+
+def change_text(change: float, difference: float) -> str:
+    """A change as people read it: relative, or the difference for a signed metric."""
+    return f"{difference:+,.4g} (diff)" if change != change else f"{change:+.1%}"
 
 
 def _change_row(
@@ -185,7 +202,10 @@ def _change_row(
         "at_time": series["time"].to_list()[change.at],
         "before": change.before,
         "after": change.after,
-        "change": change.ratio - 1,
+        # A relative change only for a metric that cannot go negative; a signed one (an error
+        # in percent) shows its difference instead.
+        "change": change.ratio - 1 if change.before > 0 and change.after >= 0 else math.nan,
+        "difference": change.after - change.before,
         "worse": bool(higher is not None and change.worse(higher)),
         "reaches_latest": latest,
     }
@@ -249,7 +269,7 @@ def write_history(history: History, out: str | os.PathLike[str]) -> Path:
             runs_list = series["run"].to_list()
             for change in found.to_dict("records"):
                 where = runs_list.index(change["at_run"]) - 0.5
-                label = f"{change['kind']} {change['change']:+.1%}"
+                label = f"{change['kind']} {change_text(change['change'], change['difference'])}"
                 ax.axvline(where, color="crimson", linestyle="--", label=label)
             ax.set_xticks(x, [r[:15] for r in runs_list], rotation=30, fontsize=6, ha="right")
             ax.set(
@@ -270,7 +290,7 @@ def write_history(history: History, out: str | os.PathLike[str]) -> Path:
         "".join(
             _row(
                 [c["host"], c["notebook"], c["point"], c["metric"], c["kind"], c["at_run"]]
-                + [f"{c['before']:,.4g}", f"{c['after']:,.4g}", f"{c['change']:+.1%}"]
+                + [f"{c['before']:,.4g}", f"{c['after']:,.4g}", change_text(c["change"], c["difference"])]
                 + ["worse" if c["worse"] else "better or neutral"],
                 "worse" if c["worse"] else "",
             )
