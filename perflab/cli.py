@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,7 +92,18 @@ def _gen_data(args: argparse.Namespace) -> int:
         return _fail("gen-data", f"--out {str(out)!r}: unknown suffix {out.suffix!r}; use one of {known}")
     if out.exists() and not args.force:
         return _fail("gen-data", f"{str(out)!r} exists: pass --force to overwrite it")
-    written = write_dataset(out, args.records, seed=args.seed, progress=not args.quiet)
+    # Written beside, then renamed: a full disk or a Ctrl-C leaves no truncated data set
+    # (and an existing one as it was).
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        written = write_dataset(partial, args.records, seed=args.seed, progress=not args.quiet)
+        os.replace(partial, out)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        return _fail("gen-data", f"cannot write {str(out)!r}: {error.strerror or error}")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     print(f"wrote {args.records:,} records, {written:,} bytes to {out}")
     return 0
 
@@ -102,6 +114,8 @@ def _literal(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    except (TypeError, MemoryError, RecursionError) as error:  # {[1]: 2}: a literal that cannot be built
+        raise ValueError(f"-p value {text!r} is not a valid literal: {error}") from None
 
 
 def _cluster_of(args: argparse.Namespace) -> Any:
@@ -137,7 +151,10 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, spread: bool) -> No
 def _report(args: argparse.Namespace) -> int:
     from perflab.workbench.report import run_report
 
-    overrides = {name: _literal(value) for name, value in args.param or []}
+    try:
+        overrides = {name: _literal(value) for name, value in args.param or []}
+    except ValueError as error:
+        return _fail("report", str(error))
     if isinstance(overrides.get("server_profile"), str) and overrides["server_profile"]:
         # The notebooks run in notebooks/: a profile named from here is passed by its full path.
         overrides["server_profile"] = str(Path(overrides["server_profile"]).resolve())
@@ -247,9 +264,14 @@ def _dashboard(args: argparse.Namespace) -> int:
         print(text)
         return 0
     out = Path(args.out)
+    if out.is_dir():
+        return _fail("dashboard", f"--out {str(out)!r} is a folder: give a file name such as dashboard.json")
     if out.exists() and not args.force:
         return _fail("dashboard", f"{str(out)!r} exists: pass --force to overwrite it")
-    out.write_text(text + "\n", encoding="utf-8")
+    try:
+        out.write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        return _fail("dashboard", f"cannot write {str(out)!r}: {error.strerror or error}")
     print(f"wrote the Grafana dashboard to {out} (Dashboards > Import, then pick the Prometheus data source)")
     return 0
 

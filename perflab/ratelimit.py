@@ -200,8 +200,8 @@ class TokenBucketLimiter:
 
     async def acquire(self, tokens: float = 1) -> None:
         """Wait until ``tokens`` are available and take them (first come, first served)."""
-        if tokens != 1 or tokens.__class__ is bool:
-            self._check_tokens(tokens)
+        if tokens.__class__ is not int or tokens != 1:  # Decimal(1) == 1 too, but is no float
+            tokens = self._check_tokens(tokens)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
@@ -216,7 +216,7 @@ class TokenBucketLimiter:
 
     def try_acquire(self, tokens: float = 1) -> bool:
         """Take ``tokens`` if they are available now and nobody is waiting; never waits."""
-        self._check_tokens(tokens)
+        tokens = self._check_tokens(tokens)
         if self._waiters:
             return False
         now = self._now()
@@ -235,13 +235,14 @@ class TokenBucketLimiter:
 
     # ----------------------------------------------------------------- internals
 
-    def _check_tokens(self, tokens: Any) -> None:
-        check_number("tokens", tokens, positive=True)
+    def _check_tokens(self, tokens: Any) -> float:
+        tokens = check_number("tokens", tokens, positive=True)
         if tokens > self.burst_size:
             raise ValueError(
                 f"tokens must be <= burst_size ({self.burst_size:g}), got {tokens:g}: "
                 "such a request could never be served"
             )
+        return tokens
 
     def _now(self) -> float:
         try:

@@ -127,6 +127,12 @@ class MemoryMappedReader(_LineAccess):
         self.path, self._file = _open_regular(path)
         self._fd = self._file.fileno()
         self.size = os.fstat(self._fd).st_size
+        if not self.size and os.pread(self._fd, 1, 0):
+            self._file.close()
+            raise ValueError(
+                f"{str(self.path)!r} cannot be memory-mapped: its size reads 0 but it has content "
+                "(a /proc or /sys file, made as it is read); read it with open() instead"
+            )
         self._views: weakref.WeakSet[memoryview] = weakref.WeakSet()
         self._lines = None  # the line index, built on first use (see _LineAccess)
         # mmap refuses an empty file ("cannot mmap an empty file"): it just has no bytes.

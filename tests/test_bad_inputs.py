@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
 
@@ -383,6 +385,67 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], Any], type[BaseException], 
             "pass replace=True",
         ),
         ("results load not JSON", lambda: Results.load(plain), ValueError, "not JSON"),
+        # The second hardening round (issue 21).
+        (
+            "acquire Decimal tokens",
+            run(lambda: TokenBucketLimiter(10).acquire(Decimal(1))),  # type: ignore[arg-type]
+            TypeError,
+            "tokens must be a number, got Decimal",
+        ),
+        (
+            "acquire complex tokens",
+            run(lambda: TokenBucketLimiter(10).acquire(1 + 0j)),  # type: ignore[arg-type]
+            TypeError,
+            "tokens must be a number, got complex",
+        ),
+        (
+            "try_acquire Decimal tokens",
+            lambda: TokenBucketLimiter(10).try_acquire(Decimal("0.5")),  # type: ignore[arg-type]
+            TypeError,
+            "tokens must be a number",
+        ),
+        (
+            "reader of a /proc file",
+            lambda: MemoryMappedReader("/proc/self/status"),
+            ValueError,
+            "'/proc/self/status' cannot be memory-mapped",
+        ),
+        (
+            "sweep metric inf",
+            lambda: sweep(lambda k: {"x": INF}, {"k": [1]}, repeat=1, warmup=0, progress=False),
+            ValueError,
+            r"returned x=inf: an infinity is not a measurement",
+        ),
+        (
+            "sweep metric 10**400",
+            lambda: sweep(lambda k: {"x": 10**400}, {"k": [1]}, repeat=1, warmup=0, progress=False),
+            ValueError,
+            "too large for a float",
+        ),
+        (
+            "sweep errors mode",
+            lambda: sweep(lambda k: {"x": 1}, {"k": [1]}, progress=False, errors="ignore"),  # type: ignore[arg-type]
+            ValueError,
+            "errors must be 'raise' or 'record', got 'ignore'",
+        ),
+        (
+            "nested map",
+            run(lambda: nested_map()),
+            RuntimeError,
+            "called from a call this pool is running",
+        ),
+        (
+            "results load rows missing",
+            lambda: Results.load(hand_edited(tmp, "rows")),
+            ValueError,
+            r"edited\.json: results file lacks \['rows'\]",
+        ),
+        (
+            "results load version unknown",
+            lambda: Results.load(hand_edited(tmp, "version")),
+            ValueError,
+            r"edited\.json: results file was written by a newer perflab",
+        ),
         (
             "summarize unknown metric",
             lambda: summarize(frame, ["pool"], ["latency"]),
@@ -390,6 +453,26 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], Any], type[BaseException], 
             "latency",
         ),
     ]
+
+
+async def nested_map() -> None:
+    pool = TaskPool(max_concurrent=2)
+
+    async def outer(i: int) -> Any:
+        return await pool.map(asyncio.sleep, [0])
+
+    await pool.map(outer, range(3))
+
+
+def hand_edited(tmp: Path, field: str) -> Path:
+    path = tmp / "edited.json"
+    data = results(rows=[{"pool": 1, "repeat": 0, "rps": 5.0}]).to_dict()
+    if field == "version":
+        data["version"] = 99
+    else:
+        del data[field]
+    path.write_bytes(orjson.dumps(data))
+    return path
 
 
 def truncated_copy(path: Path) -> Path:
@@ -463,6 +546,15 @@ CLI_CASES = [
     (["report", "--out", "{tmp}"], "exists and is not empty: pass --force"),
     (["report", "-p", "repeat", "abc"], "parameter repeat of "),
     (["nope"], "invalid choice: 'nope'"),
+    (["gen-data", "--records", "5", "--out", "/proc/perflab.jsonl"], "cannot write '/proc/perflab.jsonl'"),
+    (["gen-data", "--records", "5", "--out", "/sys/perflab.jsonl"], "cannot write '/sys/perflab.jsonl'"),
+    (["report", "-p", "grid", "{{[1]: 2}}"], "-p value '{[1]: 2}' is not a valid literal: unhashable"),
+    (["report", "--out", "/proc/perflab-report", "--only", "sweep"], "/proc/perflab-report"),
+    (["report", "--out", "/sys/perflab-report", "--only", "sweep"], "/sys/perflab-report"),
+    (["dashboard", "--out", "/nonexistent/d.json"], "cannot write '/nonexistent/d.json'"),
+    (["dashboard", "--out", "{tmp}", "--force"], "is a folder: give a file name"),
+    (["sweep", "json:dumps", "--grid", "k=1", "--out", "/proc/perflab-sweep"], "cannot write there"),
+    (["sweep", "json:dumps", "--grid", "k=1", "--out", "/sys/perflab-sweep"], "cannot write there"),
 ]
 
 

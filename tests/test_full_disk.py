@@ -131,3 +131,21 @@ def test_a_full_disk_freed_by_rotation_loses_nothing_and_writes_nothing_twice(
     with open(filler, "wb") as file:
         file.write(b"x" * (1024 * 1024 - 24 * 1024))
     check(run_child(small_tmpfs, codec, mode, "tmpfs", str(filler)))
+
+
+def test_gen_data_onto_a_full_disk_is_one_line_and_leaves_no_truncated_file(small_tmpfs: Path) -> None:
+    existing = small_tmpfs / "quotes.jsonl"
+    existing.write_bytes(b'{"kept": true}\n')
+    for name, force in (("fresh.jsonl.zst", []), ("quotes.jsonl", ["--force"])):
+        done = subprocess.run(
+            [sys.executable, "-m", "perflab.cli", "gen-data", "--records", "60000", "--quiet"]
+            + ["--out", str(small_tmpfs / name), *force],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("perflab gen-data: cannot write") and "No space left" in done.stderr
+        assert done.stderr.count("\n") == 1  # one line, no traceback
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["quotes.jsonl"]  # no partial file
+    assert existing.read_bytes() == b'{"kept": true}\n'  # --force replaces only once it is whole
