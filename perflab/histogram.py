@@ -77,7 +77,10 @@ class Histogram:
         self._count += 1
 
     def snapshot(self) -> HistogramSnapshot:
-        return HistogramSnapshot(self.bounds, tuple(self._counts), self._sum, self._count)
+        # The count is the counts' total, so a scrape from another thread that lands between
+        # an observation's updates still sees buckets that add up.
+        counts = tuple(self._counts)
+        return HistogramSnapshot(self.bounds, counts, self._sum, sum(counts))
 
     def __repr__(self) -> str:
         return f"<Histogram count={self._count} sum={self._sum:g}>"

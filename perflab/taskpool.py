@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import operator
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -136,7 +137,11 @@ class _Counters:
             self.peak_in_flight = in_flight
 
     def snapshot(self) -> TaskPoolStats:
-        return TaskPoolStats(*(getattr(self, name) for name in self.__slots__))
+        # One C call reads them all: a scrape from another thread sees one moment's counts.
+        return TaskPoolStats(*_READ_COUNTERS(self))
+
+
+_READ_COUNTERS = operator.attrgetter(*_Counters.__slots__)
 
 
 class _Worker:
