@@ -18,6 +18,13 @@ cost of about 3% of the ratio at 64 KiB flushes (less at larger ones). The alter
 the full ratio, and perflab's ``read_jsonl(recover=True)`` reads every flushed record back,
 but standard tools report "unexpected end of file" on a file whose writer died.
 
+A write cut short (a full disk, a file-size limit, a quota, a signal): the file is cut back
+to where the flush began (it ends on a whole record), or, where it cannot be cut (a FIFO,
+a file someone else changed), only the bytes that did not get out are kept; the error is
+raised and the flush's records stay queued, already encoded, in front of the next flush.
+Nothing is written twice, and a sync-mode stream is fed each line once. The bookkeeping is
+per flush (an offset and one ``fstat`` on failure), nothing per record.
+
 Appending after a crash: ``append=True`` first finds the end of the file's intact part
 (see :mod:`perflab._recovery`) and cuts a torn tail off there with a
 :class:`TornTailWarning` that names the file, the offset and the bytes dropped, so new
