@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from perflab import BufferedWriter, CompressedWriter
+from perflab import BufferedWriter, CompressedWriter, read_jsonl
 from perflab.readers import COMPILED_INDEX
 from perflab.workbench.dataset import generate_records
 from perflab.workbench.io_experiments import (
@@ -166,6 +166,49 @@ def bench_compression(records: list[dict], raw: bytes, work: Path, times: int) -
             print(f"    {label:40s} {share:.4f}  ({1 - share:.1%} saved, {1 / share:.2f}x)")
 
 
+def bench_checksum(records: list[dict], raw: bytes, work: Path, times: int) -> None:
+    """What the zstd content checksum costs: CompressedWriter zstd-3 (frame mode, 64 KiB
+    flushes) writing and read_jsonl reading, with and without it, in interleaved pairs."""
+    from perflab.codecs import _Zstd
+
+    paths = {True: work / "sum.jsonl.zst", False: work / "nosum.jsonl.zst"}
+
+    def write(checksum: bool) -> float:
+        with CompressedWriter(paths[checksum], 3, codec="zstd", max_writes=10**9) as w:
+            w._compressor = _Zstd(3, checksum)  # the one knob this benchmark turns
+            started = time.perf_counter()
+            w.write_many(records)
+            w.flush()
+            return len(raw) / 1e6 / (time.perf_counter() - started)
+
+    def read(checksum: bool) -> float:
+        started = time.perf_counter()
+        for _ in read_jsonl(paths[checksum]):
+            pass
+        return len(raw) / 1e6 / (time.perf_counter() - started)
+
+    rows: dict[str, dict[str, list[float]]] = {
+        f"{what}, {label}": {"MB/s (raw)": []}
+        for what in ("write", "read")
+        for label in ("checksum", "no checksum")
+    }
+    for checksum in (True, False):  # warm-up, and the files the reads need
+        write(checksum)
+        read(checksum)
+    for _ in range(times):
+        for checksum in (True, False):
+            label = "checksum" if checksum else "no checksum"
+            rows[f"write, {label}"]["MB/s (raw)"].append(write(checksum))
+            rows[f"read, {label}"]["MB/s (raw)"].append(read(checksum))
+    title = f"zstd-3 content checksum, {len(records):,} records ({len(raw) / 1e6:.0f} MB raw)"
+    table(title, "MB/s of raw JSON lines", rows, 1, 1)
+    for what in ("write", "read"):
+        with_sum = ratio(rows, f"{what}, checksum", f"{what}, no checksum", "MB/s (raw)")
+        print(f"  {what}: checksum / none = {with_sum}")
+    extra = paths[True].stat().st_size - paths[False].stat().st_size
+    print(f"  size: +{extra:,} bytes ({extra / paths[False].stat().st_size:.3%}): 4 bytes a frame")
+
+
 def bench_reading(raw: bytes, work: Path, times: int) -> None:
     path = work / "read.jsonl"
     path.write_bytes(raw)
@@ -265,13 +308,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (>= 5 for the report)")
-    parser.add_argument("--only", choices=["write", "compress", "read"], nargs="*")
+    parser.add_argument("--only", choices=["write", "compress", "checksum", "read"], nargs="*")
     args = parser.parse_args()
     print(__doc__.strip().splitlines()[0])
     started = time.perf_counter()
     records = list(generate_records(args.records))
     print(f"(generated {len(records):,} records in {time.perf_counter() - started:.1f} s)")
-    sections = args.only or ["write", "compress", "read"]
+    sections = args.only or ["write", "compress", "checksum", "read"]
     with tempfile.TemporaryDirectory(dir=os.environ.get("PERFLAB_BENCH_DIR")) as tmp:
         work = Path(tmp)
         raw = serialize(records)
@@ -279,6 +322,8 @@ def main() -> None:
             bench_writers(records, work, args.repeat)
         if "compress" in sections:
             bench_compression(records, raw, work, args.repeat)
+        if "checksum" in sections:
+            bench_checksum(records, raw, work, args.repeat)
         if "read" in sections:
             bench_reading(raw, work, args.repeat)
 
