@@ -94,7 +94,7 @@ def _gen_data(args: argparse.Namespace) -> int:
         return _fail("gen-data", f"{str(out)!r} exists: pass --force to overwrite it")
     # Written beside, then renamed: a full disk or a Ctrl-C leaves no truncated data set
     # (and an existing one as it was).
-    partial = out.with_name(f".{out.name}.partial")
+    partial = out.with_name(f".partial-{out.name}")  # the suffix still names the format
     try:
         written = write_dataset(partial, args.records, seed=args.seed, progress=not args.quiet)
         os.replace(partial, out)
