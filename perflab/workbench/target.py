@@ -308,34 +308,63 @@ def run_sweep(
     started = time.perf_counter()
     timed = _timed(fn)
     options = _options(repeat, adaptive, name)
+    guard = _CtrlC()
+    frame: pd.DataFrame | None = None
     try:
         try:
             frame = _sweep_frame(timed, grid, options | {"on_run": log.write}, loop, cluster)
-        except SweepInterrupted:
-            raise
-        except KeyboardInterrupt:  # between the last run and the frame: the log has every run
-            log.close()
-            raise SweepInterrupted(_frame_from_log(log.path, list(grid), name)) from None
         finally:
+            guard.install()  # from here on a second Ctrl-C is held back: the save must finish
             log.close()
-    except SweepInterrupted as stop:
-        if len(stop.frame):  # where a finished sweep puts them, so compare and history read them
-            _save_through_ctrl_c(stop.frame, saved, name, list(grid), {"target": spec, "interrupted": True})
-        raise SweepInterrupted(stop.frame, saved) from None
-    failed: list[dict[str, Any]] = frame.attrs["perflab"].get("failed", [])
-    if frame.empty:
-        first: dict[str, Any] = failed[0] if failed else {"point": {}, "error": "no run finished"}
-        raise TargetFailed(
-            f"{spec} failed in every run ({len(failed)}), nothing was measured; first, at "
-            f"{_point_text(first['point'])}: {first['error']} (every run is in {log.path})"
-        )
-    extra = {"target": spec, "failed_runs": failed}
-    if _save_through_ctrl_c(frame, saved, name, list(grid), extra):
-        raise SweepInterrupted(frame, saved)  # the measurements are saved; the report is not
-    try:
+        failed: list[dict[str, Any]] = frame.attrs["perflab"].get("failed", [])
+        if frame.empty:
+            first: dict[str, Any] = failed[0] if failed else {"point": {}, "error": "no run finished"}
+            raise TargetFailed(
+                f"{spec} failed in every run ({len(failed)}), nothing was measured; first, at "
+                f"{_point_text(first['point'])}: {first['error']} (every run is in {log.path})"
+            )
+        with _sigint_deferred():  # the measurements first: even a first Ctrl-C waits for them
+            _save_results(frame, saved, name, list(grid), {"target": spec, "failed_runs": failed})
         return _publish_sweep(frame, directory, name, spec, grid, loop, started, failed)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # SweepInterrupted too
+        guard.install()
+        guard.interrupted = True
+        if isinstance(stop, SweepInterrupted):
+            frame = stop.frame
+        elif frame is None:  # between the last run and the frame: the log has them
+            frame = _frame_from_log(log.path, list(grid), name)
+        if len(frame):  # where a finished sweep puts them, so compare and history read them
+            _save_results(frame, saved, name, list(grid), {"target": spec, "interrupted": True})
         raise SweepInterrupted(frame, saved) from None
+    finally:
+        guard.restore()
+
+
+class _CtrlC:
+    """SIGINT while a sweep ends: the first Ctrl-C raises KeyboardInterrupt, as usual; once
+    one has (or while its runs are saved), further ones are held back, so that a second
+    Ctrl-C cannot cut the save short. Main thread only; elsewhere it does nothing."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        import threading
+
+        if self._previous is None and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            return  # held: the one before is being handled
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _open_run_log(folder: Path) -> Any:
@@ -390,25 +419,6 @@ def _sigint_deferred() -> Any:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _save_through_ctrl_c(
-    frame: pd.DataFrame, folder: Path, name: str, parameters: list[str], extra: dict[str, Any]
-) -> bool:
-    """Save the results with Ctrl-C held back, again if one came before it was held;
-    return whether a Ctrl-C came (the caller stops after the save)."""
-    interrupted = False
-    for _ in range(10):
-        done = False
-        try:
-            with _sigint_deferred():
-                _save_results(frame, folder, name, parameters, extra)
-                done = True
-        except KeyboardInterrupt:
-            interrupted = True
-        if done:
-            return interrupted
-    return True
 
 
 def _save_results(
