@@ -166,7 +166,7 @@ class _LineBuffer:
         # sent again in front of the next flush's, so nothing goes out twice or not at all.
         self._pending = b""
         self._pending_records = self._pending_raw = 0
-        self._owner: int | None = None  # the thread inside flush(), to refuse a second one
+        self._owner = threading.Lock()  # held inside flush(): a second thread is refused
         if append:
             _cut_torn_tail(self.path, data_format)
         # Unbuffered: every flush is exactly one write call (the OS error names the path).
@@ -299,7 +299,7 @@ class _LineBuffer:
         finally:
             if size:
                 self._buffer.seek(0)
-            self._owner = None
+            self._owner.release()
 
     def _refuse_concurrent(self) -> NoReturn:
         raise RuntimeError(
@@ -309,9 +309,8 @@ class _LineBuffer:
 
     def _enter(self) -> None:
         """Refuse a flush while another thread is in one: the two would interleave."""
-        if self._owner is not None:
+        if not self._owner.acquire(blocking=False):
             self._refuse_concurrent()
-        self._owner = threading.get_ident()
 
     def _send(self, data: bytes | memoryview, records: int, raw: int, *, flush: bool = True) -> None:
         """Write ``data`` (after what a failed flush left); count it once it is all out."""
