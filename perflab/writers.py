@@ -278,14 +278,27 @@ class _LineBuffer:
         size = self._size
         if not size and not self._pending:
             return
-        self._enter()
+        owner = self._owner
+        if not owner.acquire(False):  # another thread is inside a flush: they would interleave
+            self._refuse_concurrent()
         try:
             if size:
                 count = self._count
                 with self._buffer.getbuffer() as whole, whole[:size] as lines:
                     data = self._encode(lines)
                     self._size = self._count = 0
-                    self._send(data, count, size)
+                    if self._pending:
+                        self._send(data, count, size)
+                    else:  # the usual flush, inline: nothing left over from a failed one
+                        try:
+                            self._write_all(data)
+                        except BaseException:
+                            self._pending_records, self._pending_raw = count, size
+                            raise
+                        self._records += count
+                        self._raw_bytes += size
+                        self._flushes += 1
+                        self._after_flush()
             else:
                 self._send(b"", 0, 0)
         except BaseException as exc:
@@ -299,7 +312,7 @@ class _LineBuffer:
         finally:
             if size:
                 self._buffer.seek(0)
-            self._owner.release()
+            owner.release()
 
     def _refuse_concurrent(self) -> NoReturn:
         raise RuntimeError(
@@ -307,15 +320,11 @@ class _LineBuffer:
             "a writer is not thread-safe; use one writer per thread or a lock"
         )
 
-    def _enter(self) -> None:
-        """Refuse a flush while another thread is in one: the two would interleave."""
-        if not self._owner.acquire(blocking=False):
-            self._refuse_concurrent()
-
     def _send(self, data: bytes | memoryview, records: int, raw: int, *, flush: bool = True) -> None:
         """Write ``data`` (after what a failed flush left); count it once it is all out."""
-        if self._pending:
-            data = self._pending + data
+        pending = self._pending
+        if pending:
+            data = pending + data
             records += self._pending_records
             raw += self._pending_raw
         try:
@@ -323,8 +332,9 @@ class _LineBuffer:
         except BaseException:
             self._pending_records, self._pending_raw = records, raw
             raise
-        self._pending = b""
-        self._pending_records = self._pending_raw = 0
+        if pending:
+            self._pending = b""
+            self._pending_records = self._pending_raw = 0
         self._records += records
         self._raw_bytes += raw
         if flush:
@@ -391,13 +401,16 @@ class _LineBuffer:
         """Write ``data`` whole; if that fails, cut the file back to where it ended (or,
         where it cannot be cut, keep only the rest) and keep it for the next attempt."""
         file = self._open_file()
-        view = memoryview(data)
+        size = len(data)
         written = 0
         try:
-            while written < len(view):
-                written += file.write(view[written:])
+            written = file.write(data)  # one call, all of it, but for a full disk or a signal
+            if written != size:
+                view = memoryview(data)
+                while written < size:
+                    written += file.write(view[written:])
         except BaseException:
-            self._pending = bytes(view[self._cut_back(file, written) :])
+            self._pending = bytes(memoryview(data)[self._cut_back(file, written) :])
             raise
         self._bytes_written += written
         if self._end is not None:
