@@ -164,6 +164,7 @@ def compare_runs(
         parameters.append(HOST_COLUMN)
     metrics = [m for m in baseline.metrics if m in candidate.metrics]
     detectable = _detectable(baseline, candidate)
+    signed = _signed(metrics, a, b)
     rows = []
     a_groups: dict[Any, pd.DataFrame] = (
         dict(iter(a.groupby(parameters, sort=False))) if parameters else {(): a}
@@ -177,12 +178,33 @@ def compare_runs(
             continue
         point = dict(zip(parameters, key if isinstance(key, tuple) else (key,), strict=True))
         rows += _comparison_rows(
-            point, a_group, b_group, metrics, baseline.units, baseline.higher_is_better, min_effect, alpha
+            point,
+            a_group,
+            b_group,
+            metrics,
+            baseline.units,
+            baseline.higher_is_better,
+            min_effect,
+            alpha,
+            signed=signed,
         )
     table = pd.DataFrame.from_records(rows)
     if not table.empty:
-        table["detectable"] = table["metric"].map(detectable)
+        # A relative A/A effect means nothing for a metric around 0: none is shown for it.
+        table["detectable"] = table["metric"].map(lambda m: None if m in signed else detectable.get(m))
     return table
+
+
+def _signed(metrics: Sequence[str], *frames: pd.DataFrame) -> set[str]:
+    """The metrics that go negative anywhere in the frames (an error in percent, a margin):
+    compared by difference at every point, so one metric reads the same way throughout."""
+    import pandas as pd
+
+    return {
+        metric
+        for metric in metrics
+        if any((pd.to_numeric(frame[metric], errors="coerce") < 0).any() for frame in frames)
+    }
 
 
 def _with_host(frame: pd.DataFrame, run: Results) -> pd.DataFrame:
@@ -268,7 +290,9 @@ def compare_groups(
         if rows.empty:
             raise ValueError(f"no rows have {column} == {label!r}")
     directions = dict(higher_is_better or {})
-    rows = _comparison_rows({}, a, b, metrics, dict(units or {}), directions, min_effect, alpha)
+    rows = _comparison_rows(
+        {}, a, b, metrics, dict(units or {}), directions, min_effect, alpha, signed=_signed(metrics, a, b)
+    )
     return pd.DataFrame.from_records(rows)
 
 
@@ -281,10 +305,11 @@ def _comparison_rows(
     directions: Mapping[str, bool],
     min_effect: float | None,
     alpha: float,
+    signed: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """One comparison row per metric with samples on both sides: a ratio of medians, or,
-    for a signed metric (a negative value on either side, or a baseline median of 0), the
-    difference of medians with its CI."""
+    for a signed metric (one of ``signed``, a negative value on either side, or a baseline
+    median of 0), the difference of medians with its CI."""
     import pandas as pd
 
     options = {} if min_effect is None else {"min_effect": min_effect}
@@ -295,7 +320,7 @@ def _comparison_rows(
         if not before or not after:
             continue
         higher = directions.get(metric, False)
-        if min(before) < 0 or min(after) < 0 or _median(before) == 0:
+        if metric in signed or min(before) < 0 or min(after) < 0 or _median(before) == 0:
             result = compare_difference(before, after, higher_is_better=directions.get(metric), alpha=alpha)
         else:
             result = compare(before, after, higher_is_better=higher, alpha=alpha, **options)

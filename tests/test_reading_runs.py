@@ -42,8 +42,15 @@ def test_a_signed_metric_is_compared_by_its_difference_with_a_ci() -> None:
     assert len(signed) == 2 and signed["ratio"].isna().all()
     assert (signed["difference"] > 1.2).all() and (signed["ci_low"] > 0.8).all()
     assert set(signed["verdict"]) == {"higher"}  # no direction is known for it
+    assert signed["detectable"].isna().all()  # a relative A/A effect means nothing around 0
     shown = comparison_table(table)
     assert shown[shown["metric"] == "rate_error_pct"]["change"].str.endswith("(diff)").all()
+    # One metric reads one way throughout: a point whose samples all happen to be positive
+    # is still compared by difference when the metric goes negative elsewhere.
+    mixed = signed_run(5.0, 3)
+    mixed.rows[0]["rate_error_pct"] = -1.0
+    table = compare_runs(mixed, signed_run(5.0, 4))
+    assert table[table["metric"] == "rate_error_pct"]["ratio"].isna().all()
     same = compare_difference([-0.2, 0.1, -0.1, 0.0, 0.2], [0.1, -0.1, 0.0, -0.2, 0.2])
     assert same.verdict == "no significant change" and same.ci95[0] < 0 < same.ci95[1]
 
