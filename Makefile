@@ -12,8 +12,8 @@ export PIP_ROOT_USER_ACTION := ignore
 
 .PHONY: report test system-deps lint unit nbval bench lab clean
 
-# setup.py and the C source too: pip compiles perflab/_lineindex.c into the package.
-$(STAMP): pyproject.toml setup.py perflab/_lineindex.c
+# setup.py and the C source too: pip compiles perflab/jsonl/_lineindex.c into the package.
+$(STAMP): pyproject.toml setup.py perflab/jsonl/_lineindex.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "perflab needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) -V 2>&1)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,4 +58,4 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info perflab/*.so
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info perflab/jsonl/*.so

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from perflab.cluster import Cluster
-from perflab.sweep import sweep
+from perflab.measure.cluster import Cluster
+from perflab.measure.sweep import sweep
 
 from common import fmt
 

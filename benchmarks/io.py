@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perflab import BufferedWriter, CompressedWriter, read_jsonl
-from perflab.readers import COMPILED_INDEX
+from perflab.jsonl.readers import COMPILED_INDEX
 from perflab.workbench.dataset import generate_records
 from perflab.workbench.io_experiments import (
     BASELINES,
@@ -169,7 +169,7 @@ def bench_compression(records: list[dict], raw: bytes, work: Path, times: int) -
 def bench_checksum(records: list[dict], raw: bytes, work: Path, times: int) -> None:
     """What the zstd content checksum costs: CompressedWriter zstd-3 (frame mode, 64 KiB
     flushes) writing and read_jsonl reading, with and without it, in interleaved pairs."""
-    from perflab.codecs import _Zstd
+    from perflab.jsonl.codecs import _Zstd
 
     paths = {True: work / "sum.jsonl.zst", False: work / "nosum.jsonl.zst"}
 
@@ -268,7 +268,9 @@ def reading_ratios(raw: bytes, work: Path, times: int) -> None:
     the file: each repeat runs the pair back to back, so a ratio compares two runs taken
     moments apart."""
     print("\nMemoryMappedReader against the baselines (ratio of seconds, median [min-max])")
-    print(f"  line index: {'compiled (perflab._lineindex)' if COMPILED_INDEX else 'numpy (not compiled)'}")
+    print(
+        f"  line index: {'compiled (perflab.jsonl._lineindex)' if COMPILED_INDEX else 'numpy (not compiled)'}"
+    )
     for written, write in FILE_WRITES.items():
         print(f"  files {written}:")
         for lines in (10_000, 200_000, 1_000_000):

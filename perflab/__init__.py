@@ -1,33 +1,34 @@
 """perflab: a performance workbench for asyncio services that call rate-limited APIs
 concurrently and log JSON lines.
 
-Two layers. The library sits flat in this package, one module per concern (taskpool,
-ratelimit, batching, writers, readers, codecs, histogram, exporter, measure, sweep,
-analysis, changes, results, metadata, profile_result, profiler, advice, cli). The
-workbench, ``perflab.workbench``, holds what the notebooks, ``perflab report``,
-``perflab sweep`` and ``perflab history`` run on (simulated services, experiments, the
-collector, findings, plots, publishing, the report, history); it imports the library,
-never the other way round.
+The families, one folder each, imports running one way (down this list):
 
-Public: this module's ``__all__`` (pinned by a test) and the names in each library
-module's ``__all__``. Internal: modules whose name starts with ``_`` and all of
-``perflab.workbench``.
+- ``perflab.workbench``: the ``perflab`` command, the notebooks' support, reports, history;
+- ``perflab.measure``, ``perflab.profiling``, ``perflab.exporter``: the harness (statistics,
+  sweeps, results, analysis), the profiler and its rules, the Prometheus exporter;
+- ``perflab.aio``, ``perflab.jsonl``: the primitives (TaskPool, TokenBucketLimiter,
+  BatchProcessor) and the JSON-lines writers and readers;
+- ``perflab._validate``, ``perflab._files``: argument checks and safe file writes.
+
+Public: this module's ``__all__`` (pinned by a test) and the names in each module's
+``__all__`` outside ``perflab.workbench``. Internal: modules whose name starts with ``_``
+and all of ``perflab.workbench``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from perflab.advice import Analysis, ProfileReport, Recommendation
-from perflab.analysis import compare_runs, knee, pareto_front
-from perflab.batching import BatchProcessor, BatchStats
-from perflab.measure import BenchmarkResult, Comparison, SampleStats, compare, sample_stats
-from perflab.profile_result import ProfileResult
-from perflab.profiler import PerformanceProfiler
-from perflab.ratelimit import LimiterStats, TokenBucketLimiter
-from perflab.readers import MemoryMappedReader, read_jsonl
-from perflab.results import Results, summarize
-from perflab.sweep import asweep, sweep
-from perflab.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
-from perflab.writers import BufferedWriter, CompressedWriter, WriterStats
+from perflab.aio.batching import BatchProcessor, BatchStats
+from perflab.aio.ratelimit import LimiterStats, TokenBucketLimiter
+from perflab.aio.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
+from perflab.jsonl.readers import MemoryMappedReader, read_jsonl
+from perflab.jsonl.writers import BufferedWriter, CompressedWriter, WriterStats
+from perflab.measure.analysis import compare_runs, knee, pareto_front
+from perflab.measure.results import Results, summarize
+from perflab.measure.stats import BenchmarkResult, Comparison, SampleStats, compare, sample_stats
+from perflab.measure.sweep import asweep, sweep
+from perflab.profiling.advice import Analysis, ProfileReport, Recommendation
+from perflab.profiling.profiler import PerformanceProfiler
+from perflab.profiling.result import ProfileResult
 
 try:
     __version__ = version("perflab")

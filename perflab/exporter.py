@@ -36,11 +36,11 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from perflab._validate import check_number, check_str
-from perflab.batching import BatchProcessor
-from perflab.histogram import Histogram, HistogramSnapshot
-from perflab.ratelimit import TokenBucketLimiter
-from perflab.taskpool import TaskPool
-from perflab.writers import BufferedWriter, CompressedWriter
+from perflab.aio.batching import BatchProcessor
+from perflab.aio.histogram import Histogram, HistogramSnapshot
+from perflab.aio.ratelimit import TokenBucketLimiter
+from perflab.aio.taskpool import TaskPool
+from perflab.jsonl.writers import BufferedWriter, CompressedWriter
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry

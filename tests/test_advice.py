@@ -8,7 +8,7 @@ import time
 import pytest
 
 from perflab import ProfileReport, ProfileResult, advice
-from perflab.advice import analyze, recommend
+from perflab.profiling.advice import analyze, recommend
 
 QUIET = ProfileResult(
     name="quiet",

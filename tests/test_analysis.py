@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from perflab import Results
-from perflab.analysis import compare_runs, host_ratios, knee, pareto_front
-from perflab.results import summarize
+from perflab.measure.analysis import compare_runs, host_ratios, knee, pareto_front
+from perflab.measure.results import summarize
 
 from synthetic import pool_results
 
@@ -73,7 +73,7 @@ def test_compare_runs_calls_a_real_change_and_leaves_noise_alone() -> None:
 
 
 def test_dominated_names_the_beaten_rows_with_a_noise_tolerance() -> None:
-    from perflab.analysis import dominated
+    from perflab.measure.analysis import dominated
 
     points = pd.DataFrame(
         {

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perflab import BufferedWriter, CompressedWriter, read_jsonl
-from perflab._recovery import find_tail
-from perflab.writers import TornTailWarning
+from perflab.jsonl._recovery import find_tail
+from perflab.jsonl.writers import TornTailWarning
 
 CASES = [("plain", "frame"), ("gzip", "frame"), ("zstd", "frame"), ("gzip", "sync"), ("zstd", "sync")]
 
@@ -79,7 +79,7 @@ def test_appending_to_a_compressed_file_without_a_final_newline_never_glues(
 ) -> None:
     """Written by another tool: complete members/frames whose text lacks the last newline
     (a whole record gets one), or whose boundaries fall inside lines (cut back to a line)."""
-    from perflab._recovery import encode_unit
+    from perflab.jsonl._recovery import encode_unit
 
     path = tmp_path / "other-tool"
     text = b'{"i": 0}\n{"i": 1}\n{"i": 2}'

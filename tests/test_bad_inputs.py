@@ -32,8 +32,8 @@ from perflab import (
     summarize,
     sweep,
 )
-from perflab.cli import main
-from perflab.readers import FileTruncatedError
+from perflab.jsonl.readers import FileTruncatedError
+from perflab.workbench.cli import main
 
 NAN, INF = float("nan"), float("inf")
 
@@ -311,7 +311,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], Any], type[BaseException], 
         ),
         (
             "benchmark repeat 0",
-            lambda: perflab.measure.benchmark(sum, [1], repeat=0),
+            lambda: perflab.measure.stats.benchmark(sum, [1], repeat=0),
             ValueError,
             "repeat must be >= 1",
         ),

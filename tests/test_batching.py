@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perflab import BatchProcessor, BatchStats
-from perflab.batching import MAX_PENDING_BATCHES
+from perflab.aio.batching import MAX_PENDING_BATCHES
 
 from loops import VirtualClockLoop, run_on
 

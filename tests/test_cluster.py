@@ -19,11 +19,11 @@ import pytest
 from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
 from perflab import summarize
-from perflab.analysis import host_ratios
-from perflab.cluster import Cluster
-from perflab.metadata import HOST_TAG_VARIABLE, this_host
-from perflab.results import Results
-from perflab.sweep import Adaptive, asweep, sweep
+from perflab.measure.analysis import host_ratios
+from perflab.measure.cluster import Cluster
+from perflab.measure.metadata import HOST_TAG_VARIABLE, this_host
+from perflab.measure.results import Results
+from perflab.measure.sweep import Adaptive, asweep, sweep
 from perflab.workbench.report import run_report
 
 pytestmark = pytest.mark.timeout(240)
@@ -191,8 +191,8 @@ def test_perflab_sweep_on_a_cluster_writes_the_files_of_a_local_run(tmp_path: Pa
     for how, extra in (("local", []), ("cluster", ["--cluster", "local:2"])):
         outs[how] = tmp_path / how
         done = subprocess.run(
-            [sys.executable, "-m", "perflab.cli", "sweep", "mywork:fetch", "--grid", "max_concurrent=1,4",
-             "--repeat", "3", "--fixed", "--out", str(outs[how]), *extra],
+            [sys.executable, "-m", "perflab.workbench.cli", "sweep", "mywork:fetch",
+             "--grid", "max_concurrent=1,4", "--repeat", "3", "--fixed", "--out", str(outs[how]), *extra],
             cwd=tmp_path, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -213,7 +213,7 @@ def test_ctrl_c_cancels_the_remaining_runs_and_saves_those_that_finished(tmp_pat
         "    with open('done.log', 'a') as log:\n        log.write(f'{size}\\n')\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "perflab.cli", "sweep", "slow:fetch", "--grid", "size=1,2,3,4",
+        [sys.executable, "-m", "perflab.workbench.cli", "sweep", "slow:fetch", "--grid", "size=1,2,3,4",
          "--repeat", "10", "--fixed", "--out", str(tmp_path / "out"), "--cluster", "local:2"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
@@ -270,7 +270,7 @@ def test_a_cluster_without_bench_workers_is_refused_instead_of_waiting_forever()
 
 
 def test_the_cli_names_a_bad_cluster_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from perflab.cli import main
+    from perflab.workbench.cli import main
 
     assert main(["sweep", "x:y", "--grid", "a=1", "--cluster", "tcp://h:1"]) == 2
     assert "--cluster takes local:N" in capsys.readouterr().err
@@ -291,8 +291,8 @@ def test_ctrl_c_during_a_report_on_a_cluster_keeps_the_finished_notebooks(tmp_pa
     nbformat.write(slow, str(notebooks / "z_slow.ipynb"))
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "perflab.cli", "report", "--notebooks", str(notebooks), "--out", str(out),
-         "--cluster", "local:1"],
+        [sys.executable, "-m", "perflab.workbench.cli", "report", "--notebooks", str(notebooks),
+         "--out", str(out), "--cluster", "local:1"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip

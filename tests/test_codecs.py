@@ -8,7 +8,7 @@ import gzip
 import pytest
 import zstandard
 
-from perflab.codecs import CODEC_LEVELS, CodecLevel, check_codec, compressor, decompress_all, suffix_of
+from perflab.jsonl.codecs import CODEC_LEVELS, CodecLevel, check_codec, compressor, decompress_all, suffix_of
 from perflab.workbench.collector import CollectorConfig
 
 DATA = b"".join(b'{"symbol":"S%04d","price":%d.25}\n' % (i, i) for i in range(2000))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from perflab import PerformanceProfiler, read_jsonl
-from perflab.advice import recommend
+from perflab.profiling.advice import recommend
 from perflab.workbench.collector import (
     CollectorConfig,
     SearchResult,
@@ -151,7 +151,7 @@ def test_apply_advice_changes_only_what_the_findings_name(tmp_path: Path) -> Non
 
 
 def recommend_one(metric: str):
-    from perflab.advice import finding
+    from perflab.profiling.advice import finding
 
     return finding("x", "high", metric, metric, 1.0, 0.0, "", "")
 

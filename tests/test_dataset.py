@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from perflab import read_jsonl
-from perflab.cli import main
+from perflab.workbench.cli import main
 from perflab.workbench.dataset import generate_records, symbol_universe
 
 ROOT = Path(__file__).resolve().parents[1]

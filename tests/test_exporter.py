@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from perflab import BatchProcessor, BufferedWriter, TaskPool, TokenBucketLimiter
+from perflab.aio.histogram import Histogram
 from perflab.exporter import METRIC_NAMES, Exporter
-from perflab.histogram import Histogram
 
 from loops import VirtualClockLoop, run_on
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from perflab import knee, summarize
-from perflab.analysis import compare_groups
+from perflab.measure.analysis import compare_groups
 from perflab.workbench import findings
 from perflab.workbench.io_experiments import reader_ratios
 

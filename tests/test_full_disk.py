@@ -138,7 +138,7 @@ def test_gen_data_onto_a_full_disk_is_one_line_and_leaves_no_truncated_file(smal
     existing.write_bytes(b'{"kept": true}\n')
     for name, force in (("fresh.jsonl.zst", []), ("quotes.jsonl", ["--force"])):
         done = subprocess.run(
-            [sys.executable, "-m", "perflab.cli", "gen-data", "--records", "60000", "--quiet"]
+            [sys.executable, "-m", "perflab.workbench.cli", "gen-data", "--records", "60000", "--quiet"]
             + ["--out", str(small_tmpfs / name), *force],
             capture_output=True,
             text=True,

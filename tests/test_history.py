@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from perflab import Results
-from perflab.changes import detect_changes
-from perflab.cli import main
+from perflab.measure.changes import detect_changes
+from perflab.workbench.cli import main
 from perflab.workbench.history import analyze_history, host_fingerprint, load_history
 
 RUNS = 20

@@ -1,6 +1,7 @@
-"""The package's two layers: the library at the top of ``perflab/`` and the workbench in
-``perflab/workbench/``; imports run from the workbench into the library, never back, and
-data types sit below the code that uses them."""
+"""The package's families, one folder each, and the one direction imports run in:
+workbench -> measure, profiling, exporter -> aio, jsonl -> the base (``_validate``,
+``_files``); no module is exempt (the CLI lives in the workbench). Data types sit below
+the code that uses them, and notebooks hold no logic."""
 
 from __future__ import annotations
 
@@ -12,11 +13,35 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "perflab"
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-LIBRARY = sorted(p for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "cli.py"))
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+#: The families each family may import (besides itself).
+ALLOWED = {
+    "base": set(),
+    "aio": {"base"},
+    "jsonl": {"base"},
+    "measure": {"base", "aio", "jsonl"},
+    "profiling": {"base", "aio", "jsonl", "measure"},  # the profiler times with measure.stats
+    "exporter": {"base", "aio", "jsonl"},
+    "workbench": {"base", "aio", "jsonl", "measure", "profiling", "exporter"},
+}
+
+
+def family(module: str) -> str:
+    """``perflab.aio.taskpool`` -> "aio"; ``perflab._validate`` -> "base"."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return "top"
+    return "base" if parts[1] in ("_validate", "_files") else parts[1]
+
+
+def module_of(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Every perflab module ``path`` imports, at the top or inside a function."""
+    """Every perflab module ``path`` imports, at the top, inside a function or under
+    ``TYPE_CHECKING``."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("perflab"):
@@ -26,19 +51,28 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.name)
-def test_the_library_never_imports_the_workbench(path: Path) -> None:
-    assert not {m for m in imported_modules(path) if m.startswith("perflab.workbench")}
+def test_every_module_belongs_to_a_family() -> None:
+    assert {family(module_of(p)) for p in MODULES} == set(ALLOWED)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_of(p))
+def test_imports_run_one_way(path: Path) -> None:
+    own = family(module_of(path))
+    wrong = {m for m in imported_modules(path) if family(m) not in ALLOWED[own] | {own}}
+    assert not wrong, f"{module_of(path)} ({own}) imports {sorted(wrong)}"
 
 
 @pytest.mark.parametrize(
     ("lower", "upper"),
-    [("profile_result", "profiler"), ("profile_result", "advice"), ("results", "analysis")],
+    [
+        ("perflab.profiling.result", "perflab.profiling.profiler"),
+        ("perflab.profiling.result", "perflab.profiling.advice"),
+        ("perflab.measure.results", "perflab.measure.analysis"),
+    ],
 )
 def test_data_types_sit_below_the_code_that_uses_them(lower: str, upper: str) -> None:
-    assert f"perflab.{upper}" not in imported_modules(PACKAGE / f"{lower}.py")
-    source = (PACKAGE / f"{upper}.py").read_text()
-    assert "TYPE_CHECKING:\n    from perflab." + lower not in source
+    path = PACKAGE.parent / (lower.replace(".", "/") + ".py")
+    assert upper not in imported_modules(path)
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)

@@ -1,4 +1,4 @@
-"""Statistics, noise checks, comparisons and benchmarks of perflab.measure."""
+"""Statistics, noise checks, comparisons and benchmarks of perflab.measure.stats."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from perflab.measure import (
+from perflab.measure.stats import (
     BenchmarkResult,
     abenchmark,
     benchmark,

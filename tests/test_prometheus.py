@@ -22,8 +22,8 @@ import orjson
 import pytest
 
 from perflab import Results
-from perflab.cli import main
 from perflab.exporter import Exporter
+from perflab.workbench.cli import main
 from perflab.workbench.collector import CollectorConfig, LiveCounts, ServiceConfig, run_collector
 from perflab.workbench.monitoring import dashboard, export_collector
 from perflab.workbench.observe import ServerProfile, lab_against_observed, observe, prometheus_query

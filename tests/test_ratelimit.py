@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perflab import LimiterStats, TokenBucketLimiter
-from perflab._clock import CLOCK_SLACK
-from perflab.ratelimit import DELIVERY_MARGIN, deliverable_rate
+from perflab.aio._clock import CLOCK_SLACK
+from perflab.aio.ratelimit import DELIVERY_MARGIN, deliverable_rate
 
 from loops import LateTimerLoop, VirtualClockLoop, run_on
 

@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perflab import BufferedWriter, CompressedWriter, MemoryMappedReader, read_jsonl, readers
-from perflab.readers import FileTruncatedError
+from perflab.jsonl.readers import FileTruncatedError
 
 #: The two implementations of the line index: every test of line() runs on both.
 INDEXES = {"compiled": readers._CompiledLineIndex, "numpy": readers._NumpyLineIndex}
@@ -37,7 +37,7 @@ INDEXES = {"compiled": readers._CompiledLineIndex, "numpy": readers._NumpyLineIn
 def line_index(kind: str) -> Iterator[None]:
     """Readers opened inside use the ``kind`` line index."""
     if INDEXES[kind] is None:
-        raise AssertionError("perflab._lineindex was not built (see test_the_compiled_index_is_built)")
+        raise AssertionError("perflab.jsonl._lineindex was not built (see test_the_compiled_index_is_built)")
     with mock.patch.object(readers, "_LineIndex", INDEXES[kind]):
         yield
 
@@ -156,7 +156,7 @@ def test_both_line_indexes_find_the_same_offsets(tmp_path_factory, lines, traili
     path.write_bytes(data)
     with open(path, "rb") as file:
         for kind, index_type in INDEXES.items():
-            assert index_type is not None, "perflab._lineindex was not built"
+            assert index_type is not None, "perflab.jsonl._lineindex was not built"
             index = index_type(data, file.fileno(), lambda seen: None, threads)
             got = np.frombuffer(index.offsets(), dtype=np.int64).tolist()
             assert got == expected, kind
@@ -171,7 +171,7 @@ def test_an_index_build_stops_before_a_file_that_shrank(tmp_path: Path, index: s
     small.write_bytes(b"x\n" * 100)
     buffer = b"y\n" * (3 << 20)
     index_type = INDEXES[index]
-    assert index_type is not None, "perflab._lineindex was not built"
+    assert index_type is not None, "perflab.jsonl._lineindex was not built"
 
     def on_shrink(seen: bool) -> None:
         assert seen
@@ -242,26 +242,26 @@ def test_threads_racing_to_the_first_line_all_read_right(tmp_path: Path, index: 
 
 
 def test_the_compiled_index_is_built() -> None:
-    """``pip install`` compiles perflab._lineindex where a C compiler is (it is optional so
+    """``pip install`` compiles perflab.jsonl._lineindex where a C compiler is (it is optional so
     that an install without one still works, on numpy's slower path)."""
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         assert not readers.COMPILED_INDEX and readers._LineIndex is readers._NumpyLineIndex
     else:
-        assert readers.COMPILED_INDEX, f"{compiler} is installed but perflab._lineindex was not built"
+        assert readers.COMPILED_INDEX, f"{compiler} is installed but perflab.jsonl._lineindex was not built"
         assert readers._LineIndex is readers._CompiledLineIndex
 
 
 def test_the_reader_works_where_the_index_was_not_compiled(tmp_path: Path) -> None:
-    """Without perflab._lineindex (an install with no C compiler) the reader falls back to
+    """Without perflab.jsonl._lineindex (an install with no C compiler) the reader falls back to
     the pure-Python base and the numpy index, in a fresh interpreter that cannot import it."""
     path = tmp_path / "f.jsonl"
     path.write_bytes(b"".join(b'{"i": %d}\n' % i for i in range(5000)) + b'{"i": "last"}')
     script = f"""
 import os, sys
-sys.modules["perflab._lineindex"] = None  # import fails, as where it was never built
-from perflab import readers
-from perflab.readers import FileTruncatedError, MemoryMappedReader
+sys.modules["perflab.jsonl._lineindex"] = None  # import fails, as where it was never built
+from perflab.jsonl import readers
+from perflab.jsonl.readers import FileTruncatedError, MemoryMappedReader
 assert not readers.COMPILED_INDEX
 assert MemoryMappedReader.__mro__[1] is readers._PyLineAccess
 with MemoryMappedReader({str(path)!r}) as reader:
@@ -465,7 +465,7 @@ def test_a_file_truncated_under_the_reader_raises_instead_of_killing_the_process
 
 RACING_READER = """
 import random, sys
-from perflab.readers import FileTruncatedError, MemoryMappedReader
+from perflab.jsonl.readers import FileTruncatedError, MemoryMappedReader
 path, want = sys.argv[1], int(sys.argv[2])
 lines = open(path, "rb").read().splitlines()
 ok = truncated = 0
@@ -490,7 +490,7 @@ def test_a_truncation_racing_with_line_raises_and_never_kills(tmp_path: Path) ->
     while another process reads random lines: every line read is right or raises
     FileTruncatedError, and a page removed under a read is caught (SIGBUS) instead of
     killing the reader (without the guard this reader dies of SIGBUS every time)."""
-    assert readers.COMPILED_INDEX, "perflab._lineindex was not built"
+    assert readers.COMPILED_INDEX, "perflab.jsonl._lineindex was not built"
     path = tmp_path / "restarted.jsonl"
     data = b"".join(b'{"i": %d, "pad": "%s"}\n' % (i, b"r" * (i % 300)) for i in range(40_000))
     path.write_bytes(data)

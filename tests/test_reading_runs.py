@@ -13,9 +13,9 @@ import pytest
 from test_history import write_run
 
 from perflab import Results
-from perflab.analysis import compare_runs, comparison_table
-from perflab.cli import main
-from perflab.measure import compare_difference
+from perflab.measure.analysis import compare_runs, comparison_table
+from perflab.measure.stats import compare_difference
+from perflab.workbench.cli import main
 
 
 def signed_run(shift: float, seed: int) -> Results:

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from perflab import Results
-from perflab.cli import main
-from perflab.results import load_run
+from perflab.measure.results import load_run
+from perflab.workbench.cli import main
 from perflab.workbench.report import PROFILES, ReportRun, run_report
 
 from synthetic import pool_results
@@ -195,7 +195,7 @@ def test_the_full_profile_sets_each_parameter_to_a_value_of_its_kind() -> None:
 
 
 def test_a_run_that_mixes_hosts_says_so_and_names_them(tmp_path: Path) -> None:
-    from perflab.metadata import collect_metadata
+    from perflab.measure.metadata import collect_metadata
     from perflab.workbench.report import NotebookRun, write_index
 
     runs = [

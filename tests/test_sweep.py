@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from perflab.sweep import SweepInterrupted, asweep, grid_points, sweep
+from perflab.measure.sweep import SweepInterrupted, asweep, grid_points, sweep
 
 
 def test_grid_points_are_every_combination_in_order() -> None:

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from perflab import read_jsonl
-from perflab.cli import main
-from perflab.sweep import RunFailed, sweep
+from perflab.measure.sweep import RunFailed, sweep
+from perflab.workbench.cli import main
 
 WORKLOAD = textwrap.dedent(
     """
@@ -84,7 +84,7 @@ def workload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run_cli(folder: Path, target: str, out: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "perflab.cli", "sweep", f"userwork2:{target}"]
+    command = [sys.executable, "-m", "perflab.workbench.cli", "sweep", f"userwork2:{target}"]
     command += ["--grid", "k=1,2,3", "--repeat", "3", "--fixed", "--out", str(out)]
     return subprocess.run(
         command,

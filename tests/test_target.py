@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from perflab import Results, summarize
-from perflab.analysis import aa_effects, compare_runs
-from perflab.cli import main
-from perflab.sweep import Adaptive, sweep
+from perflab.measure.analysis import aa_effects, compare_runs
+from perflab.measure.sweep import Adaptive, sweep
+from perflab.workbench.cli import main
 from perflab.workbench.report import run_report
 from perflab.workbench.target import load_target, parse_grid
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perflab import BufferedWriter, CompressedWriter, read_jsonl
-from perflab.codecs import CODEC_LEVELS
+from perflab.jsonl.codecs import CODEC_LEVELS
 
 RECORDS = [
     {"symbol": "AAPL", "price": 187.23, "track": "A"},

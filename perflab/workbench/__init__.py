@@ -1,8 +1,11 @@
-"""The workbench: what the notebooks and ``perflab report`` run on top of the library.
+"""The workbench: the ``perflab`` command and what the notebooks run on, on top of the
+library families (``perflab.aio``, ``jsonl``, ``measure``, ``profiling``, ``exporter``).
 
 Internal to perflab: nothing here is part of the public API, and names may change between
-releases. Imports run one way, from here into the library (``perflab.*``), never back.
+releases. Imports run one way, from here into the library, never back.
 
+- ``cli``: the ``perflab`` command (report, sweep, compare, history, gen-data, dashboard,
+  observe).
 - ``dataset``: the realistic JSON-lines records a market-data collector logs.
 - ``services``: simulated services (a rate-limited, capped API; a sink) to sweep against.
 - ``asyncio_experiments`` / ``io_experiments``: one setting of a primitive measured
@@ -13,4 +16,6 @@ releases. Imports run one way, from here into the library (``perflab.*``), never
 - ``plots``: the notebooks' figures.
 - ``notebook``: what a notebook cell calls: parameter checks, scratch folders, publishing.
 - ``report``: ``perflab report``, the dated HTML report over every notebook.
+- ``target``: ``perflab sweep`` of a user's own function; ``history``: trends across runs;
+  ``monitoring`` / ``observe``: live metrics, the dashboard, production profiles.
 """

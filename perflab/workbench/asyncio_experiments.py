@@ -4,7 +4,7 @@ against a simulated service for a fixed time and returns its metrics.
 Every experiment is time-boxed (``duration_s``): work is started until the deadline, then
 what is in flight finishes, and rates are counted over the whole elapsed time. Each has a
 ``run_*`` form returning the raw observations (for distributions) and an ``*_experiment``
-form returning plain metrics (for :func:`perflab.sweep.asweep`).
+form returning plain metrics (for :func:`perflab.measure.sweep.asweep`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from perflab._validate import check_int, check_number
-from perflab.batching import BatchProcessor
-from perflab.ratelimit import TokenBucketLimiter
-from perflab.taskpool import TaskPool
+from perflab.aio.batching import BatchProcessor
+from perflab.aio.ratelimit import TokenBucketLimiter
+from perflab.aio.taskpool import TaskPool
 from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
 
 __all__ = [
@@ -178,7 +178,7 @@ BASELINES = ("sequential", "gather x1000")
 async def baseline_experiment(
     baseline: str, latency: str, *, duration_s: float, server_cap: int | None, seed: int = 0
 ) -> dict[str, float | None]:
-    """One of :data:`BASELINES` for ``latency``, for :func:`perflab.sweep.asweep`."""
+    """One of :data:`BASELINES` for ``latency``, for :func:`perflab.measure.sweep.asweep`."""
     if baseline == "sequential":
         return await sequential_baseline(latency, duration_s=duration_s, seed=seed)
     if baseline == "gather x1000":

@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._validate import check_int, check_number
-from perflab.advice import Recommendation, finding
-from perflab.batching import BatchProcessor
-from perflab.codecs import CodecLevel
-from perflab.histogram import Histogram
-from perflab.profiler import PerformanceProfiler
-from perflab.ratelimit import TokenBucketLimiter
-from perflab.sweep import sweep
-from perflab.taskpool import TaskPool
+from perflab.aio.batching import BatchProcessor
+from perflab.aio.histogram import Histogram
+from perflab.aio.ratelimit import TokenBucketLimiter
+from perflab.aio.taskpool import TaskPool
+from perflab.jsonl.codecs import CodecLevel
+from perflab.jsonl.writers import BufferedWriter, CompressedWriter
+from perflab.measure.sweep import sweep
+from perflab.profiling.advice import Recommendation, finding
+from perflab.profiling.profiler import PerformanceProfiler
 from perflab.workbench.dataset import generate_records, symbol_universe
 from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
-from perflab.writers import BufferedWriter, CompressedWriter
 
 if TYPE_CHECKING:
     import pandas as pd

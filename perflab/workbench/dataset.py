@@ -124,7 +124,7 @@ def write_dataset(
 ) -> int:
     """Write ``count`` generated records to ``path`` (compressed if it ends in .gz/.zst);
     return the bytes written."""
-    from perflab.writers import BufferedWriter, CompressedWriter
+    from perflab.jsonl.writers import BufferedWriter, CompressedWriter
 
     name = os.fspath(path)
     if name.endswith(".gz"):

@@ -4,7 +4,7 @@ coroutine would."""
 
 from __future__ import annotations
 
-from perflab.taskpool import TaskPool
+from perflab.aio.taskpool import TaskPool
 from perflab.workbench.dataset import symbol_universe
 from perflab.workbench.services import SimulatedAPI
 

@@ -14,13 +14,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from perflab.results import HOST_COLUMN
+from perflab.measure.results import HOST_COLUMN
 from perflab.workbench.io_experiments import READER_RATIOS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from perflab.analysis import Knee
+    from perflab.measure.analysis import Knee
 
 __all__ = [
     "Finding",
@@ -419,7 +419,7 @@ def profiler(
     side: pd.DataFrame, titles: Sequence[str], recommended: Mapping[str, Any], *, symbols: int
 ) -> Finding:
     """What the profile found, and the before/after comparison (``side``, a
-    :func:`perflab.analysis.compare_groups` table) of applying its advice."""
+    :func:`perflab.measure.analysis.compare_groups` table) of applying its advice."""
     by = side.set_index("metric")
     cycle = side[side["metric"] == "cycle_s"].iloc[0]
     change = cycle["candidate_median"] / cycle["baseline_median"] - 1
@@ -538,7 +538,7 @@ def collector(
 
 def monitoring(side: pd.DataFrame, *, pool_size: int, server_cap: int, incident_cap: int) -> Finding:
     """What the dashboard showed when the server's cap fell mid-run: the before/after
-    comparison (``side``, a :func:`perflab.analysis.compare_groups` table of the scraped
+    comparison (``side``, a :func:`perflab.measure.analysis.compare_groups` table of the scraped
     panels by phase) and the pool size the answered rate and latency now support."""
     by: dict[str, dict[Any, Any]] = {str(row["metric"]): row for row in side.to_dict("records")}
 
@@ -596,7 +596,7 @@ def user_sweep(
     """The fastest setting of a user's workload, against the runner-up with a verdict, and
     the repeats each setting took. Measured on several hosts (a cluster), settings are
     ranked by their time relative to the first setting on the same host, never pooled."""
-    from perflab.measure import compare
+    from perflab.measure.stats import compare
 
     if HOST_COLUMN in summary.columns and summary[HOST_COLUMN].nunique() > 1:
         return _user_sweep_on_hosts(summary, frame, parameters, target=target, metric=metric)
@@ -642,8 +642,8 @@ def _user_sweep_on_hosts(
     """:func:`user_sweep` for samples of several hosts: each host's medians relative to the
     first setting measured there, combined across hosts by their geometric mean; the
     fastest against the runner-up host by host."""
-    from perflab.analysis import host_ratios
-    from perflab.measure import compare
+    from perflab.measure.analysis import host_ratios
+    from perflab.measure.stats import compare
 
     first = {p: _scalar(frame[p].iloc[0]) for p in parameters}
     ratios = host_ratios(frame, parameters, metric, first).sort_values("ratio")

@@ -1,6 +1,6 @@
 """``perflab history``: every dated run in a reports folder as one static page: per host,
 notebook and metric the trend of medians with their CIs, the changes found in it (steps
-and drifts, :mod:`perflab.changes`), the recommended settings over time with the date each
+and drifts, :mod:`perflab.measure.changes`), the recommended settings over time with the date each
 moved, and the regressions. Runs from different hosts are never pooled: a host is the
 fingerprint of its metadata (CPU model and count, memory, Python, perflab version).
 """
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from perflab.changes import MIN_RUNS, Change, detect_changes
-from perflab.metadata import host_fingerprint
-from perflab.results import Results, summarize
+from perflab.measure.changes import MIN_RUNS, Change, detect_changes
+from perflab.measure.metadata import host_fingerprint
+from perflab.measure.results import Results, summarize
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from perflab._validate import check_int
-from perflab.analysis import dominated, pareto_front
-from perflab.codecs import Codec, CodecLevel, compressor, decompress_all
-from perflab.profiler import PerformanceProfiler
-from perflab.readers import MemoryMappedReader, read_jsonl
-from perflab.sweep import asweep, sweep
+from perflab.jsonl.codecs import Codec, CodecLevel, compressor, decompress_all
+from perflab.jsonl.readers import MemoryMappedReader, read_jsonl
+from perflab.jsonl.writers import BufferedWriter, CompressedWriter
+from perflab.measure.analysis import dominated, pareto_front
+from perflab.measure.sweep import asweep, sweep
+from perflab.profiling.profiler import PerformanceProfiler
 from perflab.workbench.dataset import write_dataset
-from perflab.writers import BufferedWriter, CompressedWriter
 
 if TYPE_CHECKING:
     import pandas as pd

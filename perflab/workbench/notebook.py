@@ -18,8 +18,8 @@ import orjson
 
 from perflab._files import write_new
 from perflab._validate import check_int, check_number, check_str
-from perflab.analysis import aa_effects
-from perflab.results import Results, metric_columns
+from perflab.measure.analysis import aa_effects
+from perflab.measure.results import Results, metric_columns
 from perflab.workbench.findings import Finding
 from perflab.workbench.metrics import Metric, directions, units
 

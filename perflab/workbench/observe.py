@@ -183,7 +183,7 @@ def lab_against_observed(run: str | os.PathLike[str], profile: ServerProfile) ->
     confirmed it with) beside what production showed in the profile's window."""
     import pandas as pd
 
-    from perflab.results import Results
+    from perflab.measure.results import Results
 
     folder = Path(run) / "collector"
     if not (folder / "summary.json").exists():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from perflab.results import HOST_COLUMN
+from perflab.measure.results import HOST_COLUMN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +45,7 @@ def line_with_spread(
     ax: Axes, summary: pd.DataFrame, x: str, metric: str, *, label: str | None = None, color: Any = None
 ) -> Any:
     """Median line, interquartile band and min-max whiskers of one metric from
-    :func:`perflab.results.summarize`."""
+    :func:`perflab.measure.results.summarize`."""
     rows = summary[summary["metric"] == metric].sort_values(x)
     if rows.empty:
         return None
@@ -217,7 +217,7 @@ def plot_write_sweep(summary: pd.DataFrame, ways: pd.DataFrame) -> Figure:
     """Write speed and page faults against buffer size, per ``max_writes``, beside list +
     join by chunk size, the floor (ideal) and the per-record ways. ``ways`` is the tidy
     frame of :func:`perflab.workbench.io_experiments.write_ways`."""
-    from perflab.results import summarize
+    from perflab.measure.results import summarize
 
     fig, (speed, faults) = _figure(2, width=5.5, height=4)
     for value in summary["max_writes"].drop_duplicates():

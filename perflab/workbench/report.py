@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._files import write_new
-from perflab.cluster import RESOURCE
-from perflab.metadata import collect_metadata, this_host
+from perflab.measure.cluster import RESOURCE
+from perflab.measure.metadata import collect_metadata, this_host
 
 if TYPE_CHECKING:
-    from perflab.cluster import Cluster
+    from perflab.measure.cluster import Cluster
 
 __all__ = [
     "PROFILES",
@@ -73,7 +73,7 @@ class NotebookRun:
     parameters: dict[str, Any]
     failure: str | None = None
     summary: dict[str, Any] | None = None
-    host: str = ""  # the fingerprint of the host it ran on (perflab.metadata.this_host)
+    host: str = ""  # the fingerprint of the host it ran on (perflab.measure.metadata.this_host)
     host_label: str = ""
 
 
@@ -184,7 +184,7 @@ def run_report(
     """Run the notebooks and write the report; see the module docstring. An ``out``
     folder that exists and is not empty is refused unless ``force``. With ``cluster``
     each notebook is one task on that Dask cluster (one per host at a time, see
-    :mod:`perflab.cluster`): the worker runs it in a scratch folder and sends its files
+    :mod:`perflab.measure.cluster`): the worker runs it in a scratch folder and sends its files
     back, so hosts need perflab installed but no shared disk. Ctrl-C cancels the
     notebooks not run yet and still writes the report of those that finished."""
     if profile not in PROFILES:

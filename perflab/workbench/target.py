@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_str
-from perflab.results import HOST_COLUMN, SUMMARY_COLUMNS, Results, metric_columns, summarize
-from perflab.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, sweep
+from perflab.measure.results import HOST_COLUMN, SUMMARY_COLUMNS, Results, metric_columns, summarize
+from perflab.measure.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, sweep
 from perflab.workbench import findings
 from perflab.workbench.metrics import METRICS, Metric
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from perflab.cluster import Cluster
+    from perflab.measure.cluster import Cluster
 
 __all__ = [
     "TIMED_METRIC",
@@ -287,8 +287,8 @@ def run_sweep(
 ) -> SweepRun:
     """``perflab sweep``: sweep the target and write a report folder like a notebook
     run's (results.json/csv, summary.csv, figure, summary.json, index.html). With
-    ``cluster`` every run is a task on it (:mod:`perflab.cluster`). Ctrl-C saves the runs
-    that finished (results.json/csv) and raises :class:`~perflab.sweep.SweepInterrupted`;
+    ``cluster`` every run is a task on it (:mod:`perflab.measure.cluster`). Ctrl-C saves the runs
+    that finished (results.json/csv) and raises :class:`~perflab.measure.sweep.SweepInterrupted`;
     a run that fails is recorded (``SweepRun.failures``); :class:`TargetFailed` if all did."""
 
     fn = load_target(spec)
@@ -369,7 +369,7 @@ class _CtrlC:
 
 def _open_run_log(folder: Path) -> Any:
     """The run log, every run appended (and flushed) as it lands."""
-    from perflab.writers import BufferedWriter
+    from perflab.jsonl.writers import BufferedWriter
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -382,7 +382,7 @@ def _frame_from_log(path: Path, parameters: list[str], name: str) -> pd.DataFram
     """The measured runs of a run log, as the sweep's frame."""
     import pandas as pd
 
-    from perflab.readers import read_jsonl
+    from perflab.jsonl.readers import read_jsonl
 
     rows = [row for row in read_jsonl(path, recover=True) if "error" not in row]
     frame = pd.DataFrame(rows)
@@ -440,7 +440,7 @@ def _publish_sweep(
     started: float,
     failed: list[dict[str, Any]],
 ) -> SweepRun:
-    from perflab.metadata import collect_metadata
+    from perflab.measure.metadata import collect_metadata
     from perflab.workbench.notebook import publish
     from perflab.workbench.plots import plot_user_sweep
     from perflab.workbench.report import NotebookRun, ReportRun, write_index, write_run_json

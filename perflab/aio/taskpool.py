@@ -32,9 +32,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from perflab._clock import CLOCK_SLACK, MIN_REARM_DELAY
 from perflab._validate import check_int, check_optional_int, check_optional_number
-from perflab.histogram import Histogram, HistogramSnapshot
+from perflab.aio._clock import CLOCK_SLACK, MIN_REARM_DELAY
+from perflab.aio.histogram import Histogram, HistogramSnapshot
 
 __all__ = ["TaskPool", "TaskPoolConfig", "TaskPoolStats"]
 

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 import orjson
 
-from perflab._recovery import detect_format
-from perflab.codecs import decompressor as new_decompressor_of
+from perflab.jsonl._recovery import detect_format
+from perflab.jsonl.codecs import decompressor as new_decompressor_of
 
 try:
-    from perflab import _lineindex as _compiled
+    from perflab.jsonl import _lineindex as _compiled
 except ImportError:  # built where no C compiler was found: numpy finds the newlines
     _compiled = None  # type: ignore[assignment]
 _CompiledLineAccess: Any = _compiled.LineAccess if _compiled is not None else None
@@ -43,7 +43,7 @@ _CompiledLineIndex: Any = _compiled.LineIndex if _compiled is not None else None
 
 __all__ = ["COMPILED_INDEX", "FileTruncatedError", "MemoryMappedReader", "read_jsonl"]
 
-#: Whether ``line()`` and its index run in the compiled ``perflab._lineindex`` (a memchr scan
+#: Whether ``line()`` and its index run in the compiled ``perflab.jsonl._lineindex`` (a memchr scan
 #: at memory speed, lookups without bytecode) rather than on numpy: the same results, slower.
 COMPILED_INDEX = _CompiledLineIndex is not None
 
@@ -70,7 +70,7 @@ class FileTruncatedError(OSError):
 
 
 class _PyLineAccess:
-    """MemoryMappedReader's base where ``perflab._lineindex`` was not compiled; the compiled
+    """MemoryMappedReader's base where ``perflab.jsonl._lineindex`` was not compiled; the compiled
     ``LineAccess`` does the same in C, so that ``reader.line(i)`` runs no bytecode."""
 
     __slots__ = ("_lines",)
@@ -299,7 +299,7 @@ def _usable_cpus() -> int:
 
 
 class _NumpyLineIndex:
-    """The line index where ``perflab._lineindex`` was not compiled: the same interface and
+    """The line index where ``perflab.jsonl._lineindex`` was not compiled: the same interface and
     results, the newlines found with numpy and each lookup a few bytecodes more.
 
     ``LineIndex(buffer, fd, on_shrink, threads)`` scans the mapping 1 MiB at a time, calling

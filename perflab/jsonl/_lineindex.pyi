@@ -1,4 +1,4 @@
-"""Types of the compiled ``perflab._lineindex`` (see _lineindex.c)."""
+"""Types of the compiled ``perflab.jsonl._lineindex`` (see _lineindex.c)."""
 
 from collections.abc import Callable
 from typing import Any, SupportsIndex

@@ -10,7 +10,7 @@ for every point of a repeat (common random numbers: differences between points a
 settings', not the draws'). The result has one row per (point, repeat): parameter
 columns, ``repeat``, then metric columns; ``frame.attrs["perflab"]`` names which is which.
 
-``cluster=`` runs every run as a task on a Dask cluster (:mod:`perflab.cluster`): the
+``cluster=`` runs every run as a task on a Dask cluster (:mod:`perflab.measure.cluster`): the
 frame then has a ``host`` column after ``repeat`` (the fingerprint of the host that
 measured each sample) and the same rows, in the same order, as a local sweep. Ctrl-C
 raises :class:`SweepInterrupted` with the frame of the runs that finished, locally or not.
@@ -37,13 +37,13 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_number
-from perflab.measure import median_ci
-from perflab.results import HOST_COLUMN
+from perflab.measure.results import HOST_COLUMN
+from perflab.measure.stats import median_ci
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from perflab.cluster import Cluster, Run
+    from perflab.measure.cluster import Cluster, Run
 
 __all__ = ["Adaptive", "RunFailed", "SweepInterrupted", "asweep", "grid_points", "sweep"]
 
@@ -342,7 +342,7 @@ def sweep(
     per point); with ``adaptive``, at most ``repeat`` times, stopping a point once it is
     settled (see :class:`Adaptive`). An async ``fn`` works when no loop is running; inside
     one (a notebook) use ``await asweep(...)``. With ``cluster``, every run is a task on
-    that Dask cluster (see :mod:`perflab.cluster`). ``errors`` and ``on_run``: see the
+    that Dask cluster (see :mod:`perflab.measure.cluster`). ``errors`` and ``on_run``: see the
     module docstring."""
     points, runs = _plan(fn, grid, repeat, warmup, order, errors)
     if cluster is not None:
@@ -454,10 +454,10 @@ def _cluster_sweep(
     on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
     """The runs as tasks on ``cluster``; rows kept in the order a local sweep makes them."""
-    from perflab.cluster import Cluster, Run
+    from perflab.measure.cluster import Cluster, Run
 
     if not isinstance(cluster, Cluster):
-        raise TypeError(f"cluster must be a perflab.cluster.Cluster, got {type(cluster).__name__}")
+        raise TypeError(f"cluster must be a perflab.measure.cluster.Cluster, got {type(cluster).__name__}")
     if errors != "raise":
         raise ValueError("errors='record' runs locally; on a cluster, have fn return RunFailed instead")
     rows = _Rows(points, seed_param)

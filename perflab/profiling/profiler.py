@@ -29,9 +29,9 @@ import numpy as np
 import psutil
 
 from perflab._validate import check_number
-from perflab.advice import AreaAnalysis, ProfileReport, analyze
-from perflab.measure import BenchmarkResult, abenchmark, benchmark
-from perflab.profile_result import ProfileResult
+from perflab.measure.stats import BenchmarkResult, abenchmark, benchmark
+from perflab.profiling.advice import AreaAnalysis, ProfileReport, analyze
+from perflab.profiling.result import ProfileResult
 
 __all__ = ["PerformanceProfiler", "ProfileResult"]
 

@@ -43,9 +43,9 @@ import warnings
 from collections import deque
 from typing import Any
 
-from perflab._clock import CLOCK_SLACK, MIN_REARM_DELAY
 from perflab._validate import check_number
-from perflab.histogram import Histogram, HistogramSnapshot
+from perflab.aio._clock import CLOCK_SLACK, MIN_REARM_DELAY
+from perflab.aio.histogram import Histogram, HistogramSnapshot
 
 __all__ = [
     "DELIVERY_MARGIN",

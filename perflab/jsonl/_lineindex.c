@@ -1,4 +1,4 @@
-/* perflab._lineindex: the line index of a mapped file, built at memory speed, and O(1)
+/* perflab.jsonl._lineindex: the line index of a mapped file, built at memory speed, and O(1)
  * lookups without Python between the size check and the copy.
  *
  * Why C: finding 200k newlines in 40 MB with numpy takes three passes (compare, pack,
@@ -433,7 +433,7 @@ static PySequenceMethods LineIndex_as_sequence = {
 
 static PyTypeObject LineIndexType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "perflab._lineindex.LineIndex",
+    .tp_name = "perflab.jsonl._lineindex.LineIndex",
     .tp_doc = "LineIndex(buffer, fd, on_shrink, threads=1): newline offsets of a mapped file.",
     .tp_basicsize = sizeof(LineIndex),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -534,7 +534,7 @@ static PyMethodDef LineAccess_methods[] = {
 
 static PyTypeObject LineAccessType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "perflab._lineindex.LineAccess",
+    .tp_name = "perflab.jsonl._lineindex.LineAccess",
     .tp_doc = "Base of MemoryMappedReader: line(i) in C over the index kept in _lines.",
     .tp_basicsize = sizeof(LineAccess),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -548,7 +548,7 @@ static PyTypeObject LineAccessType = {
 
 static struct PyModuleDef lineindex_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "perflab._lineindex",
+    .m_name = "perflab.jsonl._lineindex",
     .m_doc = "The line index of a mapped file: memchr-speed build, O(1) checked lookups.",
     .m_size = -1,
 };

@@ -125,7 +125,7 @@ def _cluster_of(args: argparse.Namespace) -> Any:
         if getattr(args, "spread", False):
             raise ValueError("--spread needs a cluster: give --cluster or --scheduler")
         return None
-    from perflab.cluster import Cluster
+    from perflab.measure.cluster import Cluster
 
     if args.cluster is not None and not args.cluster.startswith("local:"):
         raise ValueError(f"--cluster takes local:N (N worker processes here), got {args.cluster!r}")
@@ -180,7 +180,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from perflab.sweep import SweepInterrupted
+    from perflab.measure.sweep import SweepInterrupted
     from perflab.workbench.target import TargetFailed, parse_grid, run_sweep
 
     try:
@@ -322,15 +322,15 @@ def _compare(args: argparse.Namespace) -> int:
     if args.run_b is None:
         return _fail("compare", "give two runs, or one run with --prometheus URL --job NAME")
 
-    from perflab.analysis import compare_runs, comparison_table
-    from perflab.results import load_run
+    from perflab.measure.analysis import compare_runs, comparison_table
+    from perflab.measure.results import load_run
 
     try:
         baseline, candidate = load_run(args.run_a), load_run(args.run_b)
     except (ValueError, OSError) as error:
         print(f"perflab compare: {error}", file=sys.stderr)
         return 2
-    from perflab.metadata import host_fingerprint
+    from perflab.measure.metadata import host_fingerprint
 
     hosts = {host_fingerprint(r.metadata) for run in (baseline, candidate) for r in run.values()}
     # A run measured on a cluster carries each sample's host: it is compared host by host.

@@ -1,6 +1,6 @@
 """Reading sweeps: the knee of a curve, the Pareto front of two objectives, the settings
 another beats, and run-against-run comparison with a verdict per metric. Per-point
-summaries with their spread are :func:`perflab.results.summarize`."""
+summaries with their spread are :func:`perflab.measure.results.summarize`."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from perflab.measure import compare, compare_difference
-from perflab.metadata import host_fingerprint
-from perflab.results import HOST_COLUMN
+from perflab.measure.metadata import host_fingerprint
+from perflab.measure.results import HOST_COLUMN
+from perflab.measure.stats import compare, compare_difference
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from perflab.results import Results
+    from perflab.measure.results import Results
 
 __all__ = [
     "Knee",

@@ -26,7 +26,7 @@ Nothing is written twice, and a sync-mode stream is fed each line once. The book
 per flush (an offset and one ``fstat`` on failure), nothing per record.
 
 Appending after a crash: ``append=True`` first finds the end of the file's intact part
-(see :mod:`perflab._recovery`) and cuts a torn tail off there with a
+(see :mod:`perflab.jsonl._recovery`) and cuts a torn tail off there with a
 :class:`TornTailWarning` that names the file, the offset and the bytes dropped, so new
 records never glue onto half a line or into an unfinished member/frame. A torn sync-mode
 stream is closed at its last flush instead, keeping every record flushed before the
@@ -56,9 +56,9 @@ from typing import Any, Literal, NoReturn
 
 import orjson
 
-from perflab._recovery import detect_format, find_tail
 from perflab._validate import check_int
-from perflab.codecs import Codec, Stream, compressor, format_of, suffix_of
+from perflab.jsonl._recovery import detect_format, find_tail
+from perflab.jsonl.codecs import Codec, Stream, compressor, format_of, suffix_of
 
 __all__ = ["BufferedWriter", "CompressedWriter", "TornTailWarning", "WriterStats"]
 

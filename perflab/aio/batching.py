@@ -36,7 +36,7 @@ from perflab._validate import (
     check_optional_int,
     check_optional_number,
 )
-from perflab.histogram import Histogram, HistogramSnapshot
+from perflab.aio.histogram import Histogram, HistogramSnapshot
 
 __all__ = ["BatchProcessor", "BatchStats", "MAX_PENDING_BATCHES"]
 

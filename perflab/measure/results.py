@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._files import write_new
-from perflab.measure import sample_stats
-from perflab.metadata import collect_metadata
+from perflab.measure.metadata import collect_metadata
+from perflab.measure.stats import sample_stats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +33,7 @@ __all__ = [
     "summarize",
 ]
 
-#: The column that says which host measured a sample (a :func:`perflab.metadata.this_host`
+#: The column that says which host measured a sample (a :func:`perflab.measure.metadata.this_host`
 #: fingerprint), present when a sweep ran on a cluster; summaries group by it.
 HOST_COLUMN = "host"
 
@@ -64,7 +64,7 @@ def metric_columns(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
     return [c for c in frame.columns if c not in parameters and c not in _RESERVED]
 
 
-FORMAT_NAME = "perflab.results"
+FORMAT_NAME = "perflab.measure.results"
 FORMAT_VERSION = 1
 # Upgrades from each older version to the next: version -> function(dict) -> dict.
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}

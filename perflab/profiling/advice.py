@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._files import write_new
-from perflab.profile_result import ProfileResult
+from perflab.profiling.result import ProfileResult
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,7 +16,7 @@ What keeps the numbers honest:
   repeats are spread across time; with ``spread=True`` repeat ``r`` of the ``i``-th point
   prefers a free worker on host ``(r + i) mod n``, so they are spread across hosts too.
 - Every sample comes back with the fingerprint of the host that measured it
-  (:func:`perflab.metadata.this_host`): the frame's ``host`` column. Summaries group by it;
+  (:func:`perflab.measure.metadata.this_host`): the frame's ``host`` column. Summaries group by it;
   hosts are never pooled.
 
 Failures: a worker that dies mid-run loses that run only (it held no other), and the run
@@ -24,7 +24,7 @@ goes first to the next free worker; a run that keeps killing its workers is give
 Dask's ``allowed-failures`` + 1 deaths and listed, with its parameters, in
 ``frame.attrs["perflab"]["missing"]``. An exception raised by the measured function stops
 the sweep as it would locally (the tasks not yet run are cancelled). Ctrl-C cancels the
-remaining tasks and raises :class:`perflab.sweep.SweepInterrupted` holding the frame of the
+remaining tasks and raises :class:`perflab.measure.sweep.SweepInterrupted` holding the frame of the
 runs that finished.
 """
 
@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from perflab._validate import check_number
-from perflab.metadata import this_host
+from perflab.measure.metadata import this_host
 
 if TYPE_CHECKING:
     from distributed import Client, Future
