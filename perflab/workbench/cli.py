@@ -484,9 +484,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What ``pip install 'perflab[workbench]'`` adds: a command that needs one of them, run on
+#: the core alone, says which extra to install instead of a traceback.
+WORKBENCH_PACKAGES = frozenset(
+    {"pandas", "matplotlib", "scipy", "papermill", "nbconvert", "ipykernel", "ruptures", "tqdm", "nbformat"}
+)
+#: The same for the other extras.
+OTHER_EXTRAS = {"prometheus_client": "metrics", "distributed": "cluster", "dask": "cluster"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ModuleNotFoundError as error:
+        top = (error.name or "").partition(".")[0]
+        extra = "workbench" if top in WORKBENCH_PACKAGES else OTHER_EXTRAS.get(top)
+        if extra is None:
+            raise
+        return _fail(args.command, f"needs {top}, from the {extra} extra: pip install 'perflab[{extra}]'")
 
 
 if __name__ == "__main__":
