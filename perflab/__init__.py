@@ -16,19 +16,72 @@ and all of ``perflab.workbench``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from perflab.aio.batching import BatchProcessor, BatchStats
-from perflab.aio.ratelimit import LimiterStats, TokenBucketLimiter
-from perflab.aio.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
-from perflab.jsonl.readers import MemoryMappedReader, read_jsonl
-from perflab.jsonl.writers import BufferedWriter, CompressedWriter, WriterStats
-from perflab.measure.analysis import compare_runs, knee, pareto_front
-from perflab.measure.results import Results, summarize
-from perflab.measure.stats import BenchmarkResult, Comparison, SampleStats, compare, sample_stats
-from perflab.measure.sweep import asweep, sweep
-from perflab.profiling.advice import Analysis, ProfileReport, Recommendation
-from perflab.profiling.profiler import PerformanceProfiler
-from perflab.profiling.result import ProfileResult
+#: Where each public name lives. ``import perflab`` imports none of them: a name loads its
+#: module on first use (PEP 562), so ``import perflab.aio`` pulls no numpy and the core
+#: starts fast.
+_LOCATIONS = {
+    "Analysis": "perflab.profiling.advice",
+    "ProfileReport": "perflab.profiling.advice",
+    "Recommendation": "perflab.profiling.advice",
+    "compare_runs": "perflab.measure.analysis",
+    "knee": "perflab.measure.analysis",
+    "pareto_front": "perflab.measure.analysis",
+    "BatchProcessor": "perflab.aio.batching",
+    "BatchStats": "perflab.aio.batching",
+    "BenchmarkResult": "perflab.measure.stats",
+    "Comparison": "perflab.measure.stats",
+    "SampleStats": "perflab.measure.stats",
+    "compare": "perflab.measure.stats",
+    "sample_stats": "perflab.measure.stats",
+    "ProfileResult": "perflab.profiling.result",
+    "PerformanceProfiler": "perflab.profiling.profiler",
+    "LimiterStats": "perflab.aio.ratelimit",
+    "TokenBucketLimiter": "perflab.aio.ratelimit",
+    "MemoryMappedReader": "perflab.jsonl.readers",
+    "read_jsonl": "perflab.jsonl.readers",
+    "Results": "perflab.measure.results",
+    "summarize": "perflab.measure.results",
+    "asweep": "perflab.measure.sweep",
+    "sweep": "perflab.measure.sweep",
+    "TaskPool": "perflab.aio.taskpool",
+    "TaskPoolConfig": "perflab.aio.taskpool",
+    "TaskPoolStats": "perflab.aio.taskpool",
+    "BufferedWriter": "perflab.jsonl.writers",
+    "CompressedWriter": "perflab.jsonl.writers",
+    "WriterStats": "perflab.jsonl.writers",
+}
+
+if TYPE_CHECKING:
+    from perflab.aio.batching import BatchProcessor, BatchStats
+    from perflab.aio.ratelimit import LimiterStats, TokenBucketLimiter
+    from perflab.aio.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
+    from perflab.jsonl.readers import MemoryMappedReader, read_jsonl
+    from perflab.jsonl.writers import BufferedWriter, CompressedWriter, WriterStats
+    from perflab.measure.analysis import compare_runs, knee, pareto_front
+    from perflab.measure.results import Results, summarize
+    from perflab.measure.stats import BenchmarkResult, Comparison, SampleStats, compare, sample_stats
+    from perflab.measure.sweep import asweep, sweep
+    from perflab.profiling.advice import Analysis, ProfileReport, Recommendation
+    from perflab.profiling.profiler import PerformanceProfiler
+    from perflab.profiling.result import ProfileResult
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'perflab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 try:
     __version__ = version("perflab")

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from perflab import ProfileReport, ProfileResult, advice
+from perflab import ProfileReport, ProfileResult
+from perflab.profiling import advice
 from perflab.profiling.advice import analyze, recommend
 
 QUIET = ProfileResult(

@@ -88,3 +88,28 @@ def test_notebook_cells_define_no_function_or_class(path: Path) -> None:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda)
         ]
         assert not defined, f"{path.name} defines {defined}: that logic belongs in perflab.workbench"
+
+
+def test_the_primitives_import_no_numpy_pandas_or_matplotlib() -> None:
+    """perflab.aio and perflab.jsonl stand on the standard library and their codecs; numpy
+    loads only for the reader's fallback index, where the C one was not compiled."""
+    import subprocess
+    import sys
+
+    modules = [
+        module_of(p)
+        for p in MODULES
+        if family(module_of(p)) in ("aio", "jsonl") and p.stem != "_numpy_index"  # the fallback itself
+    ]
+    script = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "from perflab.jsonl.readers import COMPILED_INDEX\n"
+        + "heavy = [m for m in ('pandas', 'matplotlib', 'scipy', 'numpy') if m in sys.modules]\n"
+        + "print(COMPILED_INDEX, ' '.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    compiled, _, heavy = done.stdout.strip().partition(" ")
+    expected = "" if compiled == "True" else "numpy"
+    assert heavy == expected, f"the primitives import {heavy}"

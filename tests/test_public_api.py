@@ -65,3 +65,22 @@ def test_stats_objects_are_frozen_dataclasses_with_as_dict() -> None:
 
 def test_version_comes_from_the_package_metadata() -> None:
     assert perflab.__version__ != "0.0.0+unknown"
+
+
+def test_every_lazy_name_is_in_all_and_loads_from_its_family() -> None:
+    located = set(perflab._LOCATIONS)
+    assert located == set(perflab.__all__) - {"__version__"}
+    for name, module in perflab._LOCATIONS.items():
+        assert getattr(perflab, name).__module__ == module, name
+
+
+def test_import_perflab_loads_no_family_until_a_name_is_used() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, perflab\n"
+        "print(sorted(m for m in sys.modules if m.startswith('perflab.')), 'numpy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[] False", done.stdout + done.stderr

@@ -26,7 +26,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perflab import BufferedWriter, CompressedWriter, MemoryMappedReader, read_jsonl, readers
+from perflab import BufferedWriter, CompressedWriter, MemoryMappedReader, read_jsonl
+from perflab.jsonl import readers
 from perflab.jsonl.readers import FileTruncatedError
 
 #: The two implementations of the line index: every test of line() runs on both.
