@@ -10,6 +10,7 @@ and ``zstd -d``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
@@ -29,6 +30,7 @@ __all__ = [
     "decompress_all",
     "decompressor",
     "format_of",
+    "format_of_path",
     "suffix_of",
 ]
 
@@ -61,6 +63,23 @@ def format_of(codec: str) -> DataFormat:
     if codec not in _FORMATS:
         raise ValueError(f"codec must be one of {sorted(CODEC_LEVELS)}, got {codec!r}")
     return _FORMATS[codec]
+
+
+#: What a file's (last, lower-case) suffix names: the one table the writers' users, the
+#: reader's check and ``perflab gen-data`` go by.
+PATH_FORMATS: dict[str, str] = {
+    ".jsonl": "plain",
+    ".ndjson": "plain",
+    ".json": "plain",
+    ".gz": "gzip",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+}
+
+
+def format_of_path(path: str | os.PathLike[str]) -> str | None:
+    """ "plain", "gzip" or "zstd" as the file's suffix names it, or None for another suffix."""
+    return PATH_FORMATS.get(os.path.splitext(os.fspath(path))[1].lower())
 
 
 def suffix_of(codec: str) -> str:

@@ -30,6 +30,7 @@ import orjson
 
 from perflab.jsonl._recovery import detect_format
 from perflab.jsonl.codecs import decompressor as new_decompressor_of
+from perflab.jsonl.codecs import format_of_path
 
 try:
     from perflab.jsonl import _lineindex as _compiled
@@ -44,7 +45,6 @@ __all__ = ["COMPILED_INDEX", "FileTruncatedError", "MemoryMappedReader", "read_j
 #: at memory speed, lookups without bytecode) rather than on numpy: the same results, slower.
 COMPILED_INDEX = _CompiledLineIndex is not None
 
-_NAMED_FORMATS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _CHUNK = 1 << 20
 _LINES_CHUNK = 1 << 16  # bytes read per block of whole lines (less: glibc mmaps large blocks)
 _THREADED_INDEX_BYTES = 1 << 24  # index larger files in two threads
@@ -333,8 +333,8 @@ def read_jsonl(path: str | os.PathLike[str], *, recover: bool = False) -> Iterat
         head = file.read(4)
         file.seek(0)
         found = detect_format(head)
-        named = _NAMED_FORMATS.get(path.suffix.lower())
-        if head and named is not None and found != named:
+        named = format_of_path(path)
+        if head and named in ("gzip", "zstd") and found != named:
             raise ValueError(
                 f"{path}: named like a {named} file but its first bytes {head!r} are not {named} "
                 f"data (it looks like {found} data)"

@@ -63,15 +63,6 @@ def _duration(text: str) -> float:
 _positive_int = _whole_number(1)
 _non_negative_int = _whole_number(0)
 _non_negative_number = _finite_number(0)
-#: What gen-data writes for each file suffix (the last one, lower case).
-_DATA_SUFFIXES = {
-    ".jsonl": "plain",
-    ".ndjson": "plain",
-    ".json": "plain",
-    ".gz": "gzip",
-    ".zst": "zstd",
-    ".zstd": "zstd",
-}
 
 
 def _fail(command: str, message: str) -> int:
@@ -87,8 +78,10 @@ def _gen_data(args: argparse.Namespace) -> int:
         return _fail("gen-data", f"--out {str(out)!r} is a directory: give a file name such as quotes.jsonl")
     if not out.parent.is_dir():
         return _fail("gen-data", f"directory {str(out.parent)!r} does not exist")
-    if out.suffix.lower() not in _DATA_SUFFIXES:
-        known = ", ".join(_DATA_SUFFIXES)
+    from perflab.jsonl.codecs import PATH_FORMATS, format_of_path
+
+    if format_of_path(out) is None:
+        known = ", ".join(PATH_FORMATS)
         return _fail("gen-data", f"--out {str(out)!r}: unknown suffix {out.suffix!r}; use one of {known}")
     if out.exists() and not args.force:
         return _fail("gen-data", f"{str(out)!r} exists: pass --force to overwrite it")

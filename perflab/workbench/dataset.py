@@ -124,13 +124,13 @@ def write_dataset(
 ) -> int:
     """Write ``count`` generated records to ``path`` (compressed if it ends in .gz/.zst);
     return the bytes written."""
+    from perflab.jsonl.codecs import format_of_path
     from perflab.jsonl.writers import BufferedWriter, CompressedWriter
 
     name = os.fspath(path)
-    if name.endswith(".gz"):
-        writer: Any = CompressedWriter(path, codec="gzip", **writer_options)
-    elif name.endswith((".zst", ".zstd")):
-        writer = CompressedWriter(path, codec="zstd", **writer_options)
+    data_format = format_of_path(path)
+    if data_format in ("gzip", "zstd"):
+        writer: Any = CompressedWriter(path, codec=data_format, **writer_options)  # type: ignore[arg-type]
     else:
         writer = BufferedWriter(path, **writer_options)
     records = generate_records(count, seed=seed)
