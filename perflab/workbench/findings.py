@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from perflab.measure.queueing import in_flight
 from perflab.measure.results import HOST_COLUMN
 from perflab.workbench.io_experiments import READER_RATIOS
 
@@ -557,7 +558,7 @@ def monitoring(side: pd.DataFrame, *, pool_size: int, server_cap: int, incident_
         parts.append(f"answered-call latency {moved('call_ms', '{:.1f} ms')}")
     ok_after = float(by["calls_ok_per_s"]["candidate_median"])
     latency_after = float(by["call_ms"]["candidate_median"]) / 1e3 if "call_ms" in by else 0.0
-    supported = max(1, math.ceil(ok_after * latency_after))  # Little's law: answered rate x latency
+    supported = max(1, math.ceil(in_flight(ok_after, latency_after)))  # Little's law
     share_after = float(by["share_429"]["candidate_median"]) if "share_429" in by else 0.0
     text = (
         f"The server's concurrency cap fell from {server_cap} to {incident_cap} mid-run. On the dashboard's "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from perflab._files import write_new
 from perflab._validate import check_number, check_str
+from perflab.measure.queueing import in_flight
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,16 +128,18 @@ def observe(url: str, job: str, *, range_s: float = 3600.0) -> ServerProfile:
         quantile(0.5, "perflab_api_call_seconds") * 1e3,
         quantile(0.99, "perflab_api_call_seconds") * 1e3,
     )
-    in_flight = f'perflab_pool_in_flight{{{sel},name="collector"}}'
-    mean = _scalar(url, f"avg_over_time({in_flight}[{window}])")
-    peak = _scalar(url, f"max_over_time({in_flight}[{window}])")
+    in_flight_series = f'perflab_pool_in_flight{{{sel},name="collector"}}'
+    mean = _scalar(url, f"avg_over_time({in_flight_series}[{window}])")
+    peak = _scalar(url, f"max_over_time({in_flight_series}[{window}])")
     share = (rejected if math.isfinite(rejected) else 0.0) / calls
     latency_sum = f"sum(rate(perflab_api_call_seconds_sum{{{sel}}}[{window}]))"
     latency_count = f"sum(rate(perflab_api_call_seconds_count{{{sel}}}[{window}]))"
     mean_latency = _scalar(url, f"{latency_sum} / {latency_count}")
     # What the server was seen to answer at once (Little's law: answered rate x latency)
     # when it refused calls; without refusals the most in flight. A lower bound either way.
-    answered = (ok if math.isfinite(ok) else 0.0) * (mean_latency if math.isfinite(mean_latency) else 0.0)
+    answered = in_flight(
+        ok if math.isfinite(ok) else 0.0, mean_latency if math.isfinite(mean_latency) else 0.0
+    )
     cap = answered if share > 0.01 else peak
     latency = f"lognormal:{p50:.3g}:{p99:.3g}" if p99 > p50 > 0 else f"constant:{max(p50, 0.001):.3g}"
     return ServerProfile(

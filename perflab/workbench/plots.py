@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from perflab.measure.queueing import throughput
 from perflab.measure.results import HOST_COLUMN
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def plot_pool_sweep(
         color = line.get_color() if line is not None else None
         if mean_latency_s and value in mean_latency_s:
             xs = sorted(rows[x].unique())
-            ideal = [min(c, server_cap or c) / mean_latency_s[value] for c in xs]
+            ideal = [throughput(min(c, server_cap or c), mean_latency_s[value]) for c in xs]
             thr.plot(xs, ideal, color=color, label=f"{value} ideal (Little's law)", **IDEAL_STYLE)
         if knees and value in knees:
             thr.axvline(knees[value], color=color, linestyle=":", linewidth=1)
