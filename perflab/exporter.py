@@ -137,7 +137,7 @@ class Exporter:
         self._writers: dict[str, BufferedWriter | CompressedWriter] = {}
         self._loops: dict[str, LoopLagMonitor] = {}
         self._server: Any = None
-        self.registry.register(_Collector(self))
+        self.registry.register(_ScrapeReader(self))
 
     def __repr__(self) -> str:
         counts = {k: len(v) for k, v in self._sources().items()}
@@ -272,7 +272,7 @@ _WRITER = (
 )
 
 
-class _Collector:
+class _ScrapeReader:
     """Reads every registered source at scrape time (prometheus_client's collector API)."""
 
     def __init__(self, exporter: Exporter) -> None:

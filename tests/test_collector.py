@@ -151,9 +151,9 @@ def test_apply_advice_changes_only_what_the_findings_name(tmp_path: Path) -> Non
 
 
 def recommend_one(metric: str):
-    from perflab.profiling.advice import finding
+    from perflab.profiling.advice import recommendation
 
-    return finding("x", "high", metric, metric, 1.0, 0.0, "", "")
+    return recommendation("x", "high", metric, metric, 1.0, 0.0, "", "")
 
 
 def test_codec_costs_measure_every_codec(tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ __all__ = [
     "ProfileReport",
     "Recommendation",
     "analyze",
-    "finding",
     "recommend",
+    "recommendation",
 ]
 
 # Thresholds: a check fires when the measured figure reaches its threshold.
@@ -68,7 +68,7 @@ class Recommendation:
         return dataclasses.asdict(self)
 
 
-def finding(
+def recommendation(
     area: str,
     severity: str,
     title: str,
@@ -98,7 +98,7 @@ def _number(value: float) -> str:
 def check_loop_blocked(r: ProfileResult) -> Recommendation | None:
     if r.loop_stall_max_ms is None or r.loop_stall_max_ms < LOOP_BLOCKED_MS:
         return None
-    return finding(
+    return recommendation(
         "asyncio",
         "high",
         f"Event loop blocked for {r.loop_stall_max_ms:,.0f} ms",
@@ -117,7 +117,7 @@ def check_loop_lag(r: ProfileResult) -> Recommendation | None:
         return None
     if r.loop_lag_samples < MIN_LAG_SAMPLES_FOR_P99:
         return None
-    return finding(
+    return recommendation(
         "asyncio",
         "medium",
         f"Event-loop lag p99 {r.loop_lag_p99_ms:,.1f} ms",
@@ -133,7 +133,7 @@ def check_loop_lag(r: ProfileResult) -> Recommendation | None:
 def check_tasks_peak(r: ProfileResult) -> Recommendation | None:
     if r.tasks_peak is None or r.tasks_peak < TASKS_PEAK:
         return None
-    return finding(
+    return recommendation(
         "asyncio",
         "medium",
         f"{r.tasks_peak:,} tasks alive at once",
@@ -149,7 +149,7 @@ def check_tasks_peak(r: ProfileResult) -> Recommendation | None:
 def check_cpu_bound(r: ProfileResult) -> Recommendation | None:
     if r.wall_seconds < 0.1 or r.cpu_utilization < CPU_BOUND_UTILIZATION:
         return None
-    return finding(
+    return recommendation(
         "cpu",
         "medium",
         f"CPU-bound: {r.cpu_utilization:.2f} of one core",
@@ -166,7 +166,7 @@ def check_cpu_bound(r: ProfileResult) -> Recommendation | None:
 def check_mostly_waiting(r: ProfileResult) -> Recommendation | None:
     if r.wall_seconds < MIN_WALL_SECONDS or r.cpu_utilization > IO_WAIT_UTILIZATION:
         return None
-    return finding(
+    return recommendation(
         "cpu",
         "info",
         f"Mostly waiting: {r.cpu_utilization:.2f} of one core",
@@ -186,7 +186,7 @@ def check_contention(r: ProfileResult) -> Recommendation | None:
     rate = r.ctx_switches_involuntary / r.wall_seconds
     if rate < CONTENDED_SWITCHES_PER_SECOND:
         return None
-    return finding(
+    return recommendation(
         "measurement",
         "info",
         f"CPU contention: {rate:,.0f} involuntary switches/s",
@@ -202,7 +202,7 @@ def check_contention(r: ProfileResult) -> Recommendation | None:
 def check_memory_growth(r: ProfileResult) -> Recommendation | None:
     if r.memory_growth_mb < MEMORY_GROWTH_MB:
         return None
-    return finding(
+    return recommendation(
         "memory",
         "medium",
         f"RSS grew by {r.memory_growth_mb:,.0f} MB",
@@ -220,7 +220,7 @@ def check_memory_peak(r: ProfileResult) -> Recommendation | None:
     above = r.rss_peak_mb - r.rss_start_mb
     if above < MEMORY_PEAK_ABOVE_START_MB:
         return None
-    return finding(
+    return recommendation(
         "memory",
         "low",
         f"Peak RSS {above:,.0f} MB above the start",
@@ -239,7 +239,7 @@ def check_small_writes(r: ProfileResult) -> Recommendation | None:
     average = r.io_write_bytes / r.io_write_count
     if average >= SMALL_IO_BYTES:
         return None
-    return finding(
+    return recommendation(
         "io",
         "medium",
         f"{r.io_write_count:,} writes averaging {average:,.0f} B",
@@ -258,7 +258,7 @@ def check_small_reads(r: ProfileResult) -> Recommendation | None:
     average = r.io_read_bytes / r.io_read_count
     if average >= SMALL_IO_BYTES:
         return None
-    return finding(
+    return recommendation(
         "io",
         "low",
         f"{r.io_read_count:,} reads averaging {average:,.0f} B",
@@ -273,7 +273,7 @@ def check_small_reads(r: ProfileResult) -> Recommendation | None:
 def check_major_faults(r: ProfileResult) -> Recommendation | None:
     if r.major_faults < MAJOR_FAULTS:
         return None
-    return finding(
+    return recommendation(
         "io",
         "low",
         f"{r.major_faults:,} major page faults",

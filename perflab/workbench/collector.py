@@ -32,7 +32,7 @@ from perflab.aio.taskpool import TaskPool
 from perflab.jsonl.codecs import CodecLevel
 from perflab.jsonl.writers import BufferedWriter, CompressedWriter
 from perflab.measure.sweep import sweep
-from perflab.profiling.advice import Recommendation, finding
+from perflab.profiling.advice import Recommendation, recommendation
 from perflab.profiling.profiler import PerformanceProfiler
 from perflab.workbench.dataset import generate_records, symbol_universe
 from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
@@ -367,7 +367,7 @@ def collector_recommendations(
     found = []
     if run.rejected_share >= REJECTED_SHARE:
         found.append(
-            finding(
+            recommendation(
                 "api",
                 "high",
                 f"{run.rejected_share:.0%} of calls answered 429",

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-class _LiveCollector:
+class _LiveCountsMetrics:
     """prometheus_client collector over a :class:`LiveCounts`, read at scrape time."""
 
     def __init__(self, live: LiveCounts) -> None:
@@ -74,7 +74,7 @@ class _LiveCollector:
 
 def export_collector(exporter: Exporter, live: LiveCounts) -> None:
     """Export the collector's live counts beside the primitives the exporter holds."""
-    exporter.registry.register(_LiveCollector(live))
+    exporter.registry.register(_LiveCountsMetrics(live))
 
 
 # --------------------------------------------------------------------------- the dashboard
