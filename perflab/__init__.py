@@ -30,7 +30,7 @@ _LOCATIONS = {
     "pareto_front": "perflab.measure.analysis",
     "BatchProcessor": "perflab.aio.batching",
     "BatchStats": "perflab.aio.batching",
-    "BenchmarkResult": "perflab.measure.stats",
+    "BenchmarkResult": "perflab.measure.timing",
     "Comparison": "perflab.measure.stats",
     "SampleStats": "perflab.measure.stats",
     "compare": "perflab.measure.stats",
@@ -61,8 +61,9 @@ if TYPE_CHECKING:
     from perflab.jsonl.writers import BufferedWriter, CompressedWriter, WriterStats
     from perflab.measure.analysis import compare_runs, knee, pareto_front
     from perflab.measure.results import Results, summarize
-    from perflab.measure.stats import BenchmarkResult, Comparison, SampleStats, compare, sample_stats
+    from perflab.measure.stats import Comparison, SampleStats, compare, sample_stats
     from perflab.measure.sweep import asweep, sweep
+    from perflab.measure.timing import BenchmarkResult
     from perflab.profiling.advice import Analysis, ProfileReport, Recommendation
     from perflab.profiling.profiler import PerformanceProfiler
     from perflab.profiling.result import ProfileResult

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import perflab
+import perflab.measure.timing
 from perflab import (
     BatchProcessor,
     BufferedWriter,
@@ -311,7 +312,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], Any], type[BaseException], 
         ),
         (
             "benchmark repeat 0",
-            lambda: perflab.measure.stats.benchmark(sum, [1], repeat=0),
+            lambda: perflab.measure.timing.benchmark(sum, [1], repeat=0),
             ValueError,
             "repeat must be >= 1",
         ),

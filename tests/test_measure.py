@@ -8,16 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from perflab.measure.stats import (
-    BenchmarkResult,
-    abenchmark,
-    benchmark,
-    compare,
-    format_summary,
-    median_ci,
-    noise_reasons,
-    sample_stats,
-)
+from perflab.measure.stats import compare, format_summary, median_ci, noise_reasons, sample_stats
+from perflab.measure.timing import BenchmarkResult, abenchmark, benchmark
 
 
 def test_statistics_match_hand_computed_values() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 
 from perflab._validate import check_number
-from perflab.measure.stats import BenchmarkResult, abenchmark, benchmark
+from perflab.measure.timing import BenchmarkResult, abenchmark, benchmark
 from perflab.profiling.advice import AreaAnalysis, ProfileReport, analyze
 from perflab.profiling.result import ProfileResult
 
