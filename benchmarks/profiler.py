@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pyinstrument import Profiler as Pyinstrument
 
 from perflab import PerformanceProfiler
-from perflab.profiling.advice import recommend
+from perflab.profiling.rules import recommend
 
 from common import fmt
 

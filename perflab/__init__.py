@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 #: module on first use (PEP 562), so ``import perflab.aio`` pulls no numpy and the core
 #: starts fast.
 _LOCATIONS = {
-    "Analysis": "perflab.profiling.advice",
-    "ProfileReport": "perflab.profiling.advice",
-    "Recommendation": "perflab.profiling.advice",
+    "Analysis": "perflab.profiling.rules",
+    "ProfileReport": "perflab.profiling.report",
+    "Recommendation": "perflab.profiling.rules",
     "compare_runs": "perflab.measure.analysis",
     "knee": "perflab.measure.analysis",
     "pareto_front": "perflab.measure.analysis",
@@ -64,9 +64,10 @@ if TYPE_CHECKING:
     from perflab.measure.stats import Comparison, SampleStats, compare, sample_stats
     from perflab.measure.sweep import asweep, sweep
     from perflab.measure.timing import BenchmarkResult
-    from perflab.profiling.advice import Analysis, ProfileReport, Recommendation
     from perflab.profiling.profiler import PerformanceProfiler
+    from perflab.profiling.report import ProfileReport
     from perflab.profiling.result import ProfileResult
+    from perflab.profiling.rules import Analysis, Recommendation
 
 
 def __getattr__(name: str) -> Any:

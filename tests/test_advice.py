@@ -8,8 +8,8 @@ import time
 import pytest
 
 from perflab import ProfileReport, ProfileResult
-from perflab.profiling import advice
-from perflab.profiling.advice import analyze, recommend
+from perflab.profiling import rules as advice
+from perflab.profiling.rules import analyze, recommend
 
 QUIET = ProfileResult(
     name="quiet",

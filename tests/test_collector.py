@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from perflab import PerformanceProfiler, read_jsonl
-from perflab.profiling.advice import recommend
+from perflab.profiling.rules import recommend
 from perflab.workbench.collector import (
     CollectorConfig,
     SearchResult,
@@ -151,7 +151,7 @@ def test_apply_advice_changes_only_what_the_findings_name(tmp_path: Path) -> Non
 
 
 def recommend_one(metric: str):
-    from perflab.profiling.advice import recommendation
+    from perflab.profiling.rules import recommendation
 
     return recommendation("x", "high", metric, metric, 1.0, 0.0, "", "")
 

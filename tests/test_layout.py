@@ -66,8 +66,11 @@ def test_imports_run_one_way(path: Path) -> None:
     ("lower", "upper"),
     [
         ("perflab.profiling.result", "perflab.profiling.profiler"),
-        ("perflab.profiling.result", "perflab.profiling.advice"),
+        ("perflab.profiling.result", "perflab.profiling.rules"),
+        ("perflab.profiling.result", "perflab.profiling.report"),
+        ("perflab.profiling.rules", "perflab.profiling.report"),
         ("perflab.measure.results", "perflab.measure.analysis"),
+        ("perflab.measure.stats", "perflab.measure.timing"),
     ],
 )
 def test_data_types_sit_below_the_code_that_uses_them(lower: str, upper: str) -> None:

@@ -1,3 +1,3 @@
 """Profiling: PerformanceProfiler (CPU, memory, I/O and event-loop health), the
-ProfileResult it returns, and the rules that turn measurements into recommendations
-(``advice``: ProfileReport)."""
+ProfileResult it returns (``result``), the checks that turn measurements into
+recommendations (``rules``) and their rendering (``report``: ProfileReport)."""

@@ -30,8 +30,9 @@ import psutil
 
 from perflab._validate import check_number
 from perflab.measure.timing import BenchmarkResult, abenchmark, benchmark
-from perflab.profiling.advice import AreaAnalysis, ProfileReport, analyze
+from perflab.profiling.report import ProfileReport
 from perflab.profiling.result import ProfileResult
+from perflab.profiling.rules import AreaAnalysis, analyze
 
 __all__ = ["PerformanceProfiler", "ProfileResult"]
 

@@ -1,5 +1,5 @@
 """ProfileResult: the figures a profiled block produced. A plain data type below both the
-profiler that fills it and the checks (``perflab.profiling.advice``) that read it."""
+profiler that fills it and the checks (``perflab.profiling.rules``) that read it."""
 
 from __future__ import annotations
 

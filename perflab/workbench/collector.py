@@ -32,8 +32,8 @@ from perflab.aio.taskpool import TaskPool
 from perflab.jsonl.codecs import CodecLevel
 from perflab.jsonl.writers import BufferedWriter, CompressedWriter
 from perflab.measure.sweep import sweep
-from perflab.profiling.advice import Recommendation, recommendation
 from perflab.profiling.profiler import PerformanceProfiler
+from perflab.profiling.rules import Recommendation, recommendation
 from perflab.workbench.dataset import generate_records, symbol_universe
 from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
 
