@@ -9,18 +9,16 @@ import pytest
 
 from perflab import PerformanceProfiler, read_jsonl
 from perflab.profiling.rules import recommend
-from perflab.workbench.collector import (
-    CollectorConfig,
+from perflab.workbench.collector import CollectorConfig, ServiceConfig, run_collector
+from perflab.workbench.dataset import generate_records
+from perflab.workbench.tuning import (
     SearchResult,
-    ServiceConfig,
     apply_advice,
     codec_costs,
     collector_recommendations,
     measure_runs,
-    run_collector,
     search_cheapest,
 )
-from perflab.workbench.dataset import generate_records
 
 from loops import VirtualClockLoop, run_on
 

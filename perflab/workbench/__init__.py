@@ -10,8 +10,8 @@ releases. Imports run one way, from here into the library, never back.
 - ``services``: simulated services (a rate-limited, capped API; a sink) to sweep against.
 - ``asyncio_experiments`` / ``io_experiments``: one setting of a primitive measured
   against a simulated service or a file; the notebooks sweep them.
-- ``collector``: a simulated collector built from the primitives, and the search for its
-  cheapest configuration.
+- ``collector``: a simulated collector built from the primitives; ``tuning``: the search
+  for its cheapest configuration, the profiler's advice applied, batch and codec costs.
 - ``metrics``: the one registry of metric units and directions.
 - ``plots``: the notebooks' figures.
 - ``notebook``: what a notebook cell calls: parameter checks, scratch folders, publishing.

@@ -7,18 +7,17 @@ rest) through a rate-limited API: ``TokenBucketLimiter`` -> ``TaskPool`` ->
 (``CompressedWriter``, or the planted per-record unbuffered write) and hands it to a
 ``BatchProcessor`` in front of a ``SimulatedSink``. Two planted problems can be switched
 on: a blocking call on the event loop and per-record unbuffered log writes; an oversized
-pool against the server's concurrency cap is a third, set through ``pool_size``.
+pool against the server's concurrency cap is a third, set through ``pool_size``. Tuning
+it (the search for its cheapest setting, advice applied) is :mod:`perflab.workbench.tuning`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import os
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +30,10 @@ from perflab.aio.ratelimit import TokenBucketLimiter
 from perflab.aio.taskpool import TaskPool
 from perflab.jsonl.codecs import CodecLevel
 from perflab.jsonl.writers import BufferedWriter, CompressedWriter
-from perflab.measure.sweep import sweep
-from perflab.profiling.profiler import PerformanceProfiler
-from perflab.profiling.rules import Recommendation, recommendation
 from perflab.workbench.dataset import generate_records, symbol_universe
 from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from perflab.exporter import Exporter
 
 __all__ = [
@@ -48,25 +42,12 @@ __all__ = [
     "ServiceConfig",
     "CALL_BUCKETS",
     "CYCLE_BUCKETS",
-    "Evaluate",
     "LiveCounts",
-    "SearchResult",
-    "apply_advice",
-    "batch_sweep",
-    "codec_costs",
-    "collector_evaluator",
-    "collector_recommendations",
-    "measure_runs",
-    "meets",
-    "profile_versions",
     "run_collector",
-    "search_cheapest",
 ]
 
 MAX_RETRIES = 5
 RETRY_BACKOFF_S = 0.01
-#: A check fires when this share of calls is answered 429.
-REJECTED_SHARE = 0.05
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,7 +181,7 @@ class LiveCounts:
         return f"<LiveCounts cycles={self.cycles} collected={self.collected} missed={self.missed}>"
 
 
-def _log_writer(config: CollectorConfig, path: Path) -> Any:
+def log_writer(config: CollectorConfig, path: Path) -> Any:
     spec = CodecLevel.parse(config.codec)
     if spec.codec == "plain":
         return BufferedWriter(path, buffer_size=config.buffer_size)
@@ -260,7 +241,7 @@ async def run_collector(
     pool = TaskPool(max_concurrent=config.pool_size, timeout_seconds=10)
     sink = SimulatedSink(per_call_ms=service.sink_call_ms, per_item_ms=service.sink_item_ms)
     path = Path(log_dir) / f"collector-{seed}.jsonl{'' if config.codec == 'plain' else '.log'}"
-    log: Any = _PerRecordLog(path) if config.per_record_writes else _log_writer(config, path)
+    log: Any = _PerRecordLog(path) if config.per_record_writes else log_writer(config, path)
     bodies = generate_records(config.symbols * cycles, seed=seed)
     counts = {"requests": 0, "ok": 0, "rejected": 0, "retries": 0, "failed": 0, "answers": 0}
 
@@ -358,249 +339,3 @@ def _export(
     if isinstance(log, BufferedWriter | CompressedWriter):
         exporter.add_writer("log", log, replace=True)
     exporter.watch_loop("main", replace=True)
-
-
-def collector_recommendations(
-    run: CollectorRun, config: CollectorConfig, service: ServiceConfig
-) -> list[Recommendation]:
-    """Findings the process counters cannot see: what the server answered."""
-    found = []
-    if run.rejected_share >= REJECTED_SHARE:
-        found.append(
-            recommendation(
-                "api",
-                "high",
-                f"{run.rejected_share:.0%} of calls answered 429",
-                "rejected_share",
-                run.rejected_share * 100,
-                REJECTED_SHARE * 100,
-                "%",
-                f"pool_size {config.pool_size} exceeds what the server serves at once (its cap is "
-                f"{service.max_concurrency}) or the rate is past its limit ({service.rate_limit:g}/s): set "
-                f"TaskPool(max_concurrent=<= {service.max_concurrency}) and TokenBucketLimiter(rate=< "
-                f"{service.rate_limit:g}); the task-pool notebook finds the knee",
-            )
-        )
-    return found
-
-
-def apply_advice(
-    before: CollectorConfig, findings: Sequence[Recommendation], service: ServiceConfig
-) -> tuple[CollectorConfig, dict[str, Any]]:
-    """The configuration with each finding's advice applied, and the settings changed:
-    a blocked loop moves the blocking call to a thread, small writes go through the
-    buffered (or compressed) log writer, 429s size the pool to the server's cap."""
-    fired = {f.metric for f in findings}
-    changes: dict[str, Any] = {}
-    recommended: dict[str, Any] = {"max_concurrent": before.pool_size}
-    if "loop_stall_max_ms" in fired and before.blocking_ms and not before.blocking_in_thread:
-        changes["blocking_in_thread"] = True
-        recommended["blocking work"] = "asyncio.to_thread"
-    if "bytes_per_write" in fired and before.per_record_writes:
-        changes["per_record_writes"] = False
-        spec = CodecLevel.parse(before.codec)
-        writer = "BufferedWriter" if spec.is_plain else f"CompressedWriter({spec})"
-        recommended["log writer"] = f"{writer}, buffer_size={before.buffer_size:,}"
-    if "rejected_share" in fired and before.pool_size > service.max_concurrency:
-        changes["pool_size"] = service.max_concurrency
-        recommended["max_concurrent"] = service.max_concurrency
-    return dataclasses.replace(before, **changes), recommended
-
-
-# --------------------------------------------------------------------------- searching
-
-
-async def measure_runs(
-    config: CollectorConfig,
-    service: ServiceConfig,
-    *,
-    log_dir: str | os.PathLike[str],
-    repeats: int = 1,
-    seed: int = 0,
-) -> list[dict[str, float]]:
-    """The metrics of ``repeats`` one-cycle runs (seeds ``seed``, ``seed + 1``, ...), raw:
-    one dict per run, so a comparison can judge their spread."""
-    check_int("repeats", repeats, minimum=1)
-    return [
-        (await run_collector(config, service, log_dir=log_dir, seed=seed + r)).metrics()
-        for r in range(repeats)
-    ]
-
-
-#: Measures ``repeats`` cycles of (pool size, rate) from a seed; one metrics dict per cycle.
-Evaluate = Callable[[int, float, int, int], Awaitable[list[dict[str, float]]]]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SearchResult:
-    """Every cycle the search measured (stage, pool_size, rate, repeat, metrics) and the
-    setting it chose (None when nothing met the budget)."""
-
-    rows: list[dict[str, Any]]
-    chosen: dict[str, Any] | None
-
-
-def meets(runs: Sequence[Mapping[str, float]], budget_s: float) -> bool:
-    """The worst cycle fits in the budget and no symbol was lost."""
-    return max(r["cycle_s"] for r in runs) <= budget_s and max(r["failed_per_cycle"] for r in runs) == 0
-
-
-async def search_cheapest(
-    evaluate: Evaluate,
-    *,
-    coarse_pools: Sequence[int],
-    rates: Sequence[float],
-    budget_s: float,
-    confirm_repeat: int,
-) -> SearchResult:
-    """The smallest pool size, then the gentlest rate, whose worst cycle meets ``budget_s``.
-
-    A coarse grid of pool size x rate, one cycle each; the pool size refined by bisection
-    at the fastest rate between the smallest coarse size that met the budget and the next
-    smaller one; candidates confirmed with ``confirm_repeat`` cycles each, stepping up the
-    pool size until one holds; then the gentlest rate that still holds at that size.
-    """
-    check_int("confirm_repeat", confirm_repeat, minimum=1)
-    if not coarse_pools or not rates:
-        raise ValueError("coarse_pools and rates must each hold at least one value")
-    rows: list[dict[str, Any]] = []
-
-    async def measure(stage: str, pool: int, rate: float, repeats: int, seed: int) -> bool:
-        runs = await evaluate(pool, rate, repeats, seed)
-        rows.extend(
-            {"stage": stage, "pool_size": pool, "rate": rate, "repeat": r, **run}
-            for r, run in enumerate(runs)
-        )
-        return meets(runs, budget_s)
-
-    fastest = max(rates)
-    coarse_ok = {}
-    for pool in coarse_pools:
-        for rate in rates:
-            met = await measure("coarse", pool, rate, 1, 0)
-            if rate == fastest:
-                coarse_ok[pool] = met
-    passing = sorted(p for p, met in coarse_ok.items() if met)
-    if not passing:
-        return SearchResult(rows, None)
-    high = passing[0]
-    low = max((p for p in coarse_ok if p < high), default=0)
-    while high - low > 2:
-        middle = (low + high) // 2
-        if await measure("refine", middle, fastest, 1, 0):
-            high = middle
-        else:
-            low = middle
-    for pool in sorted({high, *passing}):
-        if not await measure("confirm", pool, fastest, confirm_repeat, 100):
-            continue
-        chosen_rate = fastest
-        for rate in sorted(r for r in rates if r < fastest):
-            if await measure("confirm", pool, rate, confirm_repeat, 100):
-                chosen_rate = rate
-                break
-        worst = max(
-            r["cycle_s"]
-            for r in rows
-            if r["stage"] == "confirm" and (r["pool_size"], r["rate"]) == (pool, chosen_rate)
-        )
-        chosen = {
-            "stage": "confirm",
-            "pool_size": pool,
-            "rate": chosen_rate,
-            "cycle_worst_s": worst,
-            "repeats": confirm_repeat,
-        }
-        return SearchResult(rows, chosen)
-    return SearchResult(rows, None)
-
-
-def collector_evaluator(
-    symbols: int, service: ServiceConfig, *, log_dir: str | os.PathLike[str], **config: Any
-) -> Evaluate:
-    """An :data:`Evaluate` that runs the simulated collector of ``symbols`` symbols."""
-
-    async def evaluate(pool: int, rate: float, repeats: int, seed: int) -> list[dict[str, float]]:
-        chosen = CollectorConfig(symbols=symbols, pool_size=pool, rate=rate, **config)
-        return await measure_runs(chosen, service, log_dir=log_dir, repeats=repeats, seed=seed)
-
-    return evaluate
-
-
-async def profile_versions(
-    versions: Mapping[str, CollectorConfig],
-    service: ServiceConfig,
-    *,
-    log_dir: str | os.PathLike[str],
-    repeat: int,
-) -> pd.DataFrame:
-    """Each version's cycle ``repeat`` times, interleaved (repeat 0 of every version, then
-    repeat 1, ...), each under a :class:`PerformanceProfiler`: one tidy row per run with
-    the run's metrics, its longest loop stall and its write calls."""
-    import pandas as pd
-
-    check_int("repeat", repeat, minimum=1)
-    rows = []
-    for r in range(repeat):
-        for name, config in versions.items():
-            async with PerformanceProfiler(name) as profiler:
-                run = await run_collector(config, service, log_dir=log_dir, seed=r)
-            rows.append(
-                {
-                    "version": name,
-                    "repeat": r,
-                    **run.metrics(),
-                    "loop_stall_ms": profiler.result.loop_stall_max_ms,
-                    "write_calls": profiler.result.io_write_count,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-async def batch_sweep(
-    chosen: Mapping[str, Any] | None,
-    sizes: Sequence[int],
-    service: ServiceConfig,
-    *,
-    symbols: int,
-    log_dir: str | os.PathLike[str],
-    seed: int = 200,
-) -> pd.DataFrame:
-    """One cycle per sink batch size at the chosen pool size and rate (the defaults when
-    the search chose nothing): one row per batch size."""
-    import pandas as pd
-
-    base = CollectorConfig(symbols=symbols)
-    pool = int(chosen["pool_size"]) if chosen else base.pool_size
-    rate = float(chosen["rate"]) if chosen else base.rate
-    rows = []
-    for size in sizes:
-        config = dataclasses.replace(base, pool_size=pool, rate=rate, batch_size=size)
-        (run,) = await measure_runs(config, service, log_dir=log_dir, seed=seed)
-        rows.append({"batch_size": size, **run})
-    return pd.DataFrame(rows)
-
-
-def _codec_cost(records: Sequence[Any], log_dir: Path, codec: str) -> dict[str, float]:
-    path = log_dir / f"codec-{codec}"
-    started = time.process_time()
-    try:
-        with _log_writer(CollectorConfig(codec=codec), path) as writer:
-            writer.write_many(records)
-        cpu_ms = (time.process_time() - started) * 1e3
-        return {"cpu_ms_per_cycle": cpu_ms, "log_kb_per_cycle": path.stat().st_size / 1024}
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def codec_costs(
-    records: Sequence[Any], codecs: Sequence[str], *, log_dir: str | os.PathLike[str], repeat: int = 3
-) -> pd.DataFrame:
-    """CPU and bytes of logging one cycle's ``records`` with each codec ("plain" or
-    "zstd-3" style) through the collector's log writer: the median of ``repeat`` runs."""
-    for codec in codecs:
-        CodecLevel.parse(codec, name="codecs")
-    run = functools.partial(_codec_cost, records, Path(log_dir))
-    frame = sweep(run, {"codec": list(codecs)}, repeat=repeat, warmup=1, progress=False, name="codecs")
-    costs = ["cpu_ms_per_cycle", "log_kb_per_cycle"]
-    return frame.groupby("codec", sort=False, as_index=False)[costs].median()
