@@ -20,6 +20,7 @@ import orjson
 from perflab.measure.changes import MIN_RUNS, Change, detect_changes
 from perflab.measure.metadata import host_fingerprint
 from perflab.measure.results import Results, summarize
+from perflab.workbench._html import page as html_page
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -309,22 +310,11 @@ def write_history(history: History, out: str | os.PathLike[str]) -> Path:
     warning = ""
     if len(history.hosts) > 1:
         warning = (
-            f"<p class='warn'>These runs come from {len(history.hosts)} different hosts: each host's "
+            f"<p class='warning'>These runs come from {len(history.hosts)} different hosts: each host's "
             "trend stands alone; a comparison across hosts would compare hardware, not code.</p>"
         )
     run_count = history.trends["run"].nunique() if not history.trends.empty else 0
-    body = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>perflab history</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; padding: 0 1em; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 13px; }}
-td, th {{ border: 1px solid #ddd; padding: 4px 6px; text-align: left; }}
-tr.worse td {{ background: #fde8e8; }}
-.meta {{ color: #666; font-size: 0.85em; }}
-.warn {{ background: #fff4d6; padding: 0.5em; border: 1px solid #e6c36a; }}
-img {{ max-width: 100%; }}
-</style></head><body>
-<h1>perflab history</h1>
+    body = f"""<h1>perflab history</h1>
 <p class="meta">{run_count} runs · changes found with PELT (ruptures) and a Kendall trend
 test, kept when larger than the run-to-run noise and 3%</p>
 {warning}
@@ -333,9 +323,8 @@ test, kept when larger than the run-to-run noise and 3%</p>
 {change_rows}</table>
 <h2>Recommended settings: when they moved</h2>
 <table><tr>{_heads("host notebook setting from to run time")}</tr>{move_rows}</table>
-{"".join(sections)}
-</body></html>
-"""
+{"".join(sections)}"""
+    body = html_page("perflab history", body, style="tr.worse td { background: #fde8e8; }\n")
     page.write_text(body, encoding="utf-8")
     return page
 

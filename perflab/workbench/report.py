@@ -29,6 +29,7 @@ import orjson
 from perflab._files import write_new
 from perflab.measure.cluster import RESOURCE
 from perflab.measure.metadata import collect_metadata, this_host
+from perflab.workbench._html import page as html_page
 
 if TYPE_CHECKING:
     from perflab.measure.cluster import Cluster
@@ -413,6 +414,25 @@ def write_run_json(report: ReportRun, metadata: dict[str, Any], seconds: float) 
     write_new(report.directory / "run.json", orjson.dumps(payload, option=orjson.OPT_INDENT_2), replace=True)
 
 
+_REPORT_STYLE = """
+.card { display: flex; gap: 1.2em; border: 1px solid #ddd; border-radius: 6px; padding: 1em;
+        margin: 1em 0; background: #fff; }
+.card.failed, .card.cancelled { background: #fde8e8; border-color: #e0a0a0; }
+.figure { flex: 0 0 340px; }
+.figure img { width: 340px; height: auto; border: 1px solid #eee; }
+.nofig { width: 340px; height: 120px; display: flex; align-items: center; justify-content: center;
+         color: #999; border: 1px dashed #ccc; }
+.text { flex: 1; min-width: 0; }
+.text h2 { font-size: 1.15em; margin: 0 0 0.2em; }
+.failed .status, .cancelled .status { color: #a00; font-weight: bold; }
+.key { font-size: 1.1em; font-weight: 600; margin: 0.5em 0 0.3em; }
+.settings { margin: 0.2em 0 0.5em; padding-left: 1.2em; font-size: 0.92em; }
+.conclusion { font-size: 0.92em; }
+.files { font-size: 0.82em; color: #666; }
+@media (max-width: 800px) { .card { flex-direction: column; } .figure, .figure img { width: 100%; } }
+"""
+
+
 def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
     """One card per notebook: its main figure as a thumbnail (linked to the full size),
     the key figure, the recommended settings and the conclusion, then its files."""
@@ -478,41 +498,13 @@ def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
         )
     if report.interrupted:
         warning += '<p class="warning">Interrupted (Ctrl-C): the cancelled notebooks did not run.</p>'
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>perflab report {esc(report.directory.name)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em;
-        color: #222; line-height: 1.4; }}
-h1 {{ font-size: 1.5em; margin-bottom: 0.2em; }}
-.card {{ display: flex; gap: 1.2em; border: 1px solid #ddd; border-radius: 6px; padding: 1em;
-         margin: 1em 0; background: #fff; }}
-.card.failed, .card.cancelled {{ background: #fde8e8; border-color: #e0a0a0; }}
-.warning {{ background: #fff4d6; border: 1px solid #e0c070; border-radius: 4px; padding: 0.5em 0.8em; }}
-.figure {{ flex: 0 0 340px; }}
-.figure img {{ width: 340px; height: auto; border: 1px solid #eee; }}
-.nofig {{ width: 340px; height: 120px; display: flex; align-items: center; justify-content: center;
-          color: #999; border: 1px dashed #ccc; }}
-.text {{ flex: 1; min-width: 0; }}
-.text h2 {{ font-size: 1.15em; margin: 0 0 0.2em; }}
-.meta {{ color: #666; font-size: 0.85em; margin: 0; }}
-.failed .status, .cancelled .status {{ color: #a00; font-weight: bold; }}
-.key {{ font-size: 1.1em; font-weight: 600; margin: 0.5em 0 0.3em; }}
-.settings {{ margin: 0.2em 0 0.5em; padding-left: 1.2em; font-size: 0.92em; }}
-.conclusion {{ font-size: 0.92em; }}
-.files {{ font-size: 0.82em; color: #666; }}
-code {{ background: #f3f3f3; padding: 0 0.2em; }}
-@media (max-width: 800px) {{ .card {{ flex-direction: column; }} .figure, .figure img {{ width: 100%; }} }}
-</style></head><body>
-<h1>perflab report: {esc(report.directory.name)}</h1>
+    body = f"""<h1>perflab report: {esc(report.directory.name)}</h1>
 <p>Profile <b>{esc(report.profile)}</b> · {ok} of {len(report.notebooks)} notebooks ok ·
 {esc(metadata["time"])} · commit {esc(str(commit))}</p>
 <p class="meta">{esc(machine)} · <a href="run.json">run.json</a></p>
 {warning}
 {"".join(cards)}
 <p class="meta">Every figure is a median of repeated runs with its spread in the notebook's plots;
-compare two runs with <code>perflab compare RUN_A RUN_B</code>.</p>
-</body></html>
-"""
+compare two runs with <code>perflab compare RUN_A RUN_B</code>.</p>"""
+    page = html_page(f"perflab report {report.directory.name}", body, style=_REPORT_STYLE)
     report.index.write_text(page, encoding="utf-8")
