@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from perflab import Results
-from perflab.measure.results import load_run
 from perflab.workbench.cli import main
 from perflab.workbench.report import PROFILES, ReportRun, run_report
+from perflab.workbench.runs import load_run
 
 from synthetic import pool_results
 

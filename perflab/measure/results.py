@@ -28,7 +28,6 @@ __all__ = [
     "HOST_COLUMN",
     "SUMMARY_COLUMNS",
     "Results",
-    "load_run",
     "metric_columns",
     "summarize",
 ]
@@ -308,17 +307,3 @@ def summarize(
                 }
             )
     return pd.DataFrame.from_records(records)
-
-
-def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The results of a report run by notebook name (``path`` a run folder), or of one
-    results file (``path`` a ``results.json``)."""
-    target = Path(path)
-    if target.is_file():
-        return {target.parent.name or "results": Results.load(target)}
-    if not target.is_dir():
-        raise ValueError(f"{str(target)!r} is neither a report folder nor a results.json file")
-    found = {p.parent.name: Results.load(p) for p in sorted(target.glob("*/results.json"))}
-    if not found:
-        raise ValueError(f"{str(target)!r} holds no */results.json: is it a perflab report folder?")
-    return found

@@ -316,7 +316,7 @@ def _compare(args: argparse.Namespace) -> int:
         return _fail("compare", "give two runs, or one run with --prometheus URL --job NAME")
 
     from perflab.measure.analysis import compare_runs, comparison_table
-    from perflab.measure.results import load_run
+    from perflab.workbench.runs import load_run
 
     try:
         baseline, candidate = load_run(args.run_a), load_run(args.run_b)

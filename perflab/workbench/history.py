@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from perflab.measure.changes import MIN_RUNS, Change, detect_changes
 from perflab.measure.metadata import host_fingerprint
 from perflab.measure.results import Results, summarize
 from perflab.workbench._html import page as html_page
+from perflab.workbench.runs import load_finding, load_run, run_folders
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,17 +51,14 @@ def load_history(
     if not folder.is_dir():
         raise ValueError(f"{str(folder)!r} is not a folder of report runs")
     runs = []
-    for directory in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(directory.glob("*/results.json"))
-        if not files:
-            continue
+    for directory in run_folders(folder):
         try:
-            results = {p.parent.name: Results.load(p) for p in files}
+            results = load_run(directory)
             findings = {}
             for name in results:
-                summary = directory / name / "summary.json"
-                if summary.exists():
-                    findings[name] = orjson.loads(summary.read_bytes())
+                finding = load_finding(directory / name)
+                if finding is not None:
+                    findings[name] = finding
         except (ValueError, OSError) as error:  # orjson's decode error is a ValueError
             if skipped is not None:
                 skipped.append((directory, str(error)))

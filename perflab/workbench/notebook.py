@@ -14,14 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from perflab._files import write_new
 from perflab._validate import check_int, check_number, check_str
 from perflab.measure.analysis import aa_effects
 from perflab.measure.results import Results, metric_columns
 from perflab.workbench.findings import Finding
 from perflab.workbench.metrics import Metric, directions, units
+from perflab.workbench.runs import write_finding, write_results
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,13 +146,10 @@ def publish(
         },
         extra=extras,
     )
-    results.dump(directory / "results.json", replace=True)
-    results.to_frame().to_csv(directory / "results.csv", index=False)
-    results.summarize().to_csv(directory / "summary.csv", index=False)
+    write_results(directory, results)
     for figure_name, figure in (figures or {}).items():
         figure.savefig(directory / "figures" / f"{figure_name}.png", dpi=110)
     # The first figure is the notebook's main one: the report shows it beside the finding.
     saved = {**finding.as_dict(), "figures": [f"figures/{name}.png" for name in figures or {}]}
-    payload = orjson.dumps(saved, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    write_new(directory / "summary.json", payload, replace=True)
+    write_finding(directory, saved)
     return directory

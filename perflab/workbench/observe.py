@@ -186,15 +186,16 @@ def lab_against_observed(run: str | os.PathLike[str], profile: ServerProfile) ->
     confirmed it with) beside what production showed in the profile's window."""
     import pandas as pd
 
-    from perflab.measure.results import Results
+    from perflab.workbench.runs import RESULTS, load_finding, load_run
 
     folder = Path(run) / "collector"
-    if not (folder / "summary.json").exists():
+    finding = load_finding(folder)
+    if finding is None:
         raise ValueError(f"{run} holds no collector results: run the collector notebook (perflab report)")
-    recommended = json.loads((folder / "summary.json").read_text())["recommended"]
+    recommended = finding["recommended"]
     if not recommended:
         raise ValueError(f"{run}: the collector notebook recommended no setting (none met its target)")
-    frame = Results.load(folder / "results.json").to_frame()
+    frame = load_run(folder / RESULTS)["collector"].to_frame()
     chosen = frame[
         (frame["stage"] == "confirm")
         & (frame["pool_size"] == recommended["pool_size"])

@@ -30,6 +30,7 @@ from perflab._files import write_new
 from perflab.measure.cluster import RESOURCE
 from perflab.measure.metadata import collect_metadata, this_host
 from perflab.workbench._html import page as html_page
+from perflab.workbench.runs import RESULTS, RESULTS_CSV, SUMMARY_CSV, load_finding
 
 if TYPE_CHECKING:
     from perflab.measure.cluster import Cluster
@@ -94,7 +95,7 @@ class ReportRun:
         on a cluster, its samples' (fingerprint -> label)."""
         found = {run.host: run.host_label for run in self.notebooks if run.host}
         for run in self.notebooks:
-            results = self.directory / run.name / "results.json"
+            results = self.directory / run.name / RESULTS
             if results.exists():
                 found.update(orjson.loads(results.read_bytes()).get("hosts") or {})
         return found
@@ -386,8 +387,7 @@ def _run_notebook(name: str, path: Path, directory: Path, injected: dict[str, An
     seconds = time.perf_counter() - started
     if executed.exists():
         _render_html(executed, directory / f"{name}.html")
-    summary_file = output_dir / "summary.json"
-    summary = orjson.loads(summary_file.read_bytes()) if summary_file.exists() else None
+    summary = load_finding(output_dir)
     status = "failed" if failure else "ok"
     host, host_label = this_host()
     params = {k: v for k, v in params.items() if k != "output_dir"}
@@ -463,7 +463,7 @@ def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
             title = f'<a href="{run.name}.html">{title}</a>'
         links += [
             f'<a href="{run.name}/{f}">{f}</a>'
-            for f in ("results.json", "results.csv", "summary.csv")
+            for f in (RESULTS, RESULTS_CSV, SUMMARY_CSV)
             if (folder / f).exists()
         ]
         links += [f'<a href="{run.name}/{f}">{esc(Path(f).stem)}</a>' for f in figures[1:]]

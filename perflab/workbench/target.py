@@ -424,10 +424,9 @@ def _sigint_deferred() -> Any:
 def _save_results(
     frame: pd.DataFrame, folder: Path, name: str, parameters: list[str], extra: dict[str, Any]
 ) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    results = Results.from_frame(frame, name, parameters, extra=extra)
-    results.dump(folder / "results.json", replace=True)
-    results.to_frame().to_csv(folder / "results.csv", index=False)
+    from perflab.workbench.runs import write_results
+
+    write_results(folder, Results.from_frame(frame, name, parameters, extra=extra), summary=False)
 
 
 def _publish_sweep(
