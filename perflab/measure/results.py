@@ -145,10 +145,15 @@ class Results:
     def summarize(self) -> pd.DataFrame:
         """Per parameter point and metric: n, median, quartiles, min, max, CI of the median,
         relative noise and whether the samples look noisy (pyperf's rules), with units."""
-        summary = summarize(self.to_frame(), self.parameters, self.metrics)
-        if not summary.empty:
-            after_metric = list(summary.columns).index("metric") + 1
-            summary.insert(after_metric, "unit", [self.units.get(str(m), "") for m in summary["metric"]])
+        return self.with_units(summarize(self.to_frame(), self.parameters, self.metrics))
+
+    def with_units(self, summary: pd.DataFrame) -> pd.DataFrame:
+        """A summary of these results (:func:`summarize`) with each metric's unit beside it."""
+        if summary.empty or "unit" in summary.columns:
+            return summary
+        summary = summary.copy()
+        after_metric = list(summary.columns).index("metric") + 1
+        summary.insert(after_metric, "unit", [self.units.get(str(m), "") for m in summary["metric"]])
         return summary
 
     @classmethod

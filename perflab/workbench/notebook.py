@@ -117,6 +117,8 @@ def publish(
     figures: Mapping[str, Figure] | None = None,
     extra: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Metric] | None = None,
+    summary: pd.DataFrame | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Save a notebook's results where ``perflab report`` collects them.
 
@@ -125,7 +127,8 @@ def publish(
     ``summary.csv`` (medians and spread per setting), ``figures/*.png`` and
     ``summary.json`` (the finding: title, key figure and the value behind it, recommended
     settings, conclusion) into ``output_dir``. An empty ``output_dir`` (a notebook run by
-    hand) saves nothing.
+    hand) saves nothing. ``summary`` (``summarize(frame, parameters)``) and ``metadata``
+    already made for this run are used as they are, not made again.
     """
     if not output_dir:
         return None
@@ -145,8 +148,9 @@ def publish(
             **{m: d for m in names if m in known and (d := known[m].higher_is_better) is not None},
         },
         extra=extras,
+        **({"metadata": dict(metadata)} if metadata else {}),
     )
-    write_results(directory, results)
+    write_results(directory, results, summary=summary)
     for figure_name, figure in (figures or {}).items():
         figure.savefig(directory / "figures" / f"{figure_name}.png", dpi=110)
     # The first figure is the notebook's main one: the report shows it beside the finding.

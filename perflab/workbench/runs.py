@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from perflab._files import write_new
 from perflab.measure.results import Results
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "FIGURES",
@@ -43,14 +46,19 @@ SUMMARY_JSON = "summary.json"
 FIGURES = "figures"
 
 
-def write_results(folder: str | os.PathLike[str], results: Results, *, summary: bool = True) -> Path:
-    """``results.json`` and ``results.csv`` (and ``summary.csv``) of one notebook's run."""
+def write_results(
+    folder: str | os.PathLike[str], results: Results, *, summary: pd.DataFrame | bool | None = None
+) -> Path:
+    """``results.json`` and ``results.csv`` of one notebook's run, and ``summary.csv``
+    unless ``summary=False``: from ``summary`` when the caller already made it
+    (``summarize(frame, parameters)``), else made here."""
     directory = Path(folder)
     directory.mkdir(parents=True, exist_ok=True)
     results.dump(directory / RESULTS, replace=True)
     results.to_frame().to_csv(directory / RESULTS_CSV, index=False)
-    if summary:
-        results.summarize().to_csv(directory / SUMMARY_CSV, index=False)
+    if summary is not False:
+        table = results.summarize() if summary is None or summary is True else results.with_units(summary)
+        table.to_csv(directory / SUMMARY_CSV, index=False)
     return directory
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_str
+from perflab.measure.metadata import collect_metadata
 from perflab.measure.results import HOST_COLUMN, SUMMARY_COLUMNS, Results, metric_columns, summarize
 from perflab.measure.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, sweep
 from perflab.workbench import findings
@@ -323,9 +324,10 @@ def run_sweep(
                 f"{spec} failed in every run ({len(failed)}), nothing was measured; first, at "
                 f"{_point_text(first['point'])}: {first['error']} (every run is in {log.path})"
             )
+        metadata = collect_metadata()  # once for the run: its results files and run.json
         with _sigint_deferred():  # the measurements first: even a first Ctrl-C waits for them
-            _save_results(frame, saved, name, list(grid), {"target": spec, "failed_runs": failed})
-        return _publish_sweep(frame, directory, name, spec, grid, loop, started, failed)
+            _save_results(frame, saved, name, list(grid), {"target": spec, "failed_runs": failed}, metadata)
+        return _publish_sweep(frame, directory, name, spec, grid, loop, started, failed, metadata)
     except KeyboardInterrupt as stop:  # SweepInterrupted too
         guard.install()
         guard.interrupted = True
@@ -422,11 +424,17 @@ def _sigint_deferred() -> Any:
 
 
 def _save_results(
-    frame: pd.DataFrame, folder: Path, name: str, parameters: list[str], extra: dict[str, Any]
+    frame: pd.DataFrame,
+    folder: Path,
+    name: str,
+    parameters: list[str],
+    extra: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
 ) -> None:
     from perflab.workbench.runs import write_results
 
-    write_results(folder, Results.from_frame(frame, name, parameters, extra=extra), summary=False)
+    fields: dict[str, Any] = {"extra": extra} | ({"metadata": metadata} if metadata else {})
+    write_results(folder, Results.from_frame(frame, name, parameters, **fields), summary=False)
 
 
 def _publish_sweep(
@@ -438,8 +446,8 @@ def _publish_sweep(
     loop: str,
     started: float,
     failed: list[dict[str, Any]],
+    metadata: dict[str, Any],
 ) -> SweepRun:
-    from perflab.measure.metadata import collect_metadata
     from perflab.workbench.notebook import publish
     from perflab.workbench.plots import plot_user_sweep
     from perflab.workbench.report import NotebookRun, ReportRun, write_index, write_run_json
@@ -469,11 +477,12 @@ def _publish_sweep(
             "failed_runs": failed,
         },
         metrics=user_metrics(frame, parameters),
+        summary=summary,
+        metadata=metadata,
     )
     summary_json = finding.as_dict() | {"figures": ["figures/sweep.png"]}
     run = NotebookRun(name, "ok", time.perf_counter() - started, {"target": spec, **grid}, None, summary_json)
     report = ReportRun(directory, "sweep", [run])
-    metadata = collect_metadata()
     write_run_json(report, metadata, run.seconds)
     write_index(report, metadata)
     return SweepRun(directory, report.index, frame, finding, failure_lines(failed))
