@@ -549,7 +549,7 @@ CLI_CASES = [
     (["nope"], "invalid choice: 'nope'"),
     (["gen-data", "--records", "5", "--out", "/proc/perflab.jsonl"], "cannot write '/proc/perflab.jsonl'"),
     (["gen-data", "--records", "5", "--out", "/sys/perflab.jsonl"], "cannot write '/sys/perflab.jsonl'"),
-    (["report", "-p", "grid", "{{[1]: 2}}"], "-p value '{[1]: 2}' is not a valid literal: unhashable"),
+    (["report", "-p", "grid", "{{[1]: 2}}"], "-p grid value '{[1]: 2}' is not a valid literal: unhashable"),
     (["report", "--out", "/proc/perflab-report", "--only", "sweep"], "/proc/perflab-report"),
     (["report", "--out", "/sys/perflab-report", "--only", "sweep"], "/sys/perflab-report"),
     (["dashboard", "--out", "/nonexistent/d.json"], "cannot write '/nonexistent/d.json'"),

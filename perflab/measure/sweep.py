@@ -29,14 +29,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-import itertools
 import math
 import statistics
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal
 
-from perflab._validate import check_int, check_number
+from perflab._validate import check_int, check_number, grid_points
 from perflab.measure.results import HOST_COLUMN
 from perflab.measure.stats import median_ci
 
@@ -107,26 +106,6 @@ class SweepInterrupted(KeyboardInterrupt):
         super().__init__(f"sweep interrupted after {len(frame)} measured runs")
         self.frame = frame
         self.saved_to = saved_to
-
-
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in order (the last name varies fastest)."""
-    if not isinstance(grid, Mapping) or not grid:
-        raise ValueError("grid must be a non-empty mapping of parameter name to a list of values")
-    for name, values in grid.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"grid parameter names must be identifiers, got {name!r}")
-        if name == "repeat":
-            raise ValueError("grid parameter 'repeat' is reserved for the repeat column")
-        if isinstance(values, str | bytes) or not isinstance(values, Sequence):
-            raise TypeError(f"grid[{name!r}] must be a list of values, got {type(values).__name__}")
-        if not values:
-            raise ValueError(f"grid[{name!r}] is empty: give at least one value")
-        for value in values:
-            if not isinstance(value, str | Real) or (isinstance(value, float) and not math.isfinite(value)):
-                raise TypeError(f"grid[{name!r}] values must be strings or finite numbers, got {value!r}")
-    names = list(grid)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
 def _call_args(point: dict[str, Any], seed_param: str | None, repeat: int | None) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import ast
+import functools
 import math
 import os
 import sys
@@ -12,39 +12,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from perflab._validate import parse_int, parse_literal, parse_number
+
 __all__ = ["main"]
 
 
 def _whole_number(minimum: int) -> Any:
     """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
+    return _argparse_type(functools.partial(parse_int, minimum=minimum))
 
 
 def _finite_number(minimum: float) -> Any:
     """An argparse type: a finite number >= ``minimum`` (nan and inf are refused)."""
+    return _argparse_type(functools.partial(parse_number, minimum=minimum))
 
-    def parse(text: str) -> float:
+
+def _argparse_type(parse: Any) -> Any:
+    """``parse`` for argparse: its ValueError becomes the option's one-line error."""
+
+    def convert(text: str) -> Any:
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {value:g}")
-        return value
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-    return parse
+    return convert
 
 
 def _duration(text: str) -> float:
@@ -101,16 +93,6 @@ def _gen_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _literal(text: str) -> Any:
-    """A -p value: a Python literal if it parses as one ([1, 2], 0.5, 'x'), else the text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    except (TypeError, MemoryError, RecursionError) as error:  # {[1]: 2}: a literal that cannot be built
-        raise ValueError(f"-p value {text!r} is not a valid literal: {error}") from None
-
-
 def _cluster_of(args: argparse.Namespace) -> Any:
     """The Cluster that --cluster/--scheduler name, or None (raises ValueError)."""
     address = args.cluster or args.scheduler
@@ -145,7 +127,7 @@ def _report(args: argparse.Namespace) -> int:
     from perflab.workbench.report import run_report
 
     try:
-        overrides = {name: _literal(value) for name, value in args.param or []}
+        overrides = {name: parse_literal(value, name=f"-p {name} value") for name, value in args.param or []}
     except ValueError as error:
         return _fail("report", str(error))
     if isinstance(overrides.get("server_profile"), str) and overrides["server_profile"]:

@@ -15,7 +15,6 @@ sweep goes on; a Ctrl-C while the results are saved waits until they are.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import dataclasses
@@ -34,7 +33,8 @@ from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from perflab._validate import check_int, check_str
+from perflab._validate import check_grid as _check_grid
+from perflab._validate import check_int, check_str, parse_literal
 from perflab.measure.metadata import collect_metadata
 from perflab.measure.results import HOST_COLUMN, SUMMARY_COLUMNS, Results, metric_columns, summarize
 from perflab.measure.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, sweep
@@ -88,10 +88,8 @@ def load_target(spec: str) -> Callable[..., Any]:
 
 
 def _literal(text: str) -> Any:
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    """A grid value: a number or a string (``4``, ``0.5``, ``'x'``); anything else is text."""
+    value = parse_literal(text, name="--grid value")
     return value if isinstance(value, str | Real) else text
 
 
@@ -117,15 +115,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def check_grid(grid: Any) -> dict[str, list[Any]]:
-    """A notebook's ``grid`` parameter: a dict of parameter name to a non-empty list."""
-    if not isinstance(grid, Mapping) or not grid:
-        raise TypeError(f"parameter grid must be a dict like {{'max_concurrent': [1, 4]}}, got {grid!r}")
-    for name, values in grid.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"parameter grid: {name!r} is not a parameter name")
-        if not isinstance(values, list | tuple) or not values:
-            raise ValueError(f"parameter grid[{name!r}] must be a non-empty list, got {values!r}")
-    return {name: list(values) for name, values in grid.items()}
+    """A notebook's ``grid`` parameter (see :func:`perflab._validate.check_grid`)."""
+    return _check_grid(grid, name="parameter grid")
 
 
 def _metrics(seconds: float, result: Any) -> dict[str, float]:
