@@ -59,7 +59,7 @@ def test_dump_and_load_round_trip_and_numpy_values_become_numbers(tmp_path: Path
     loaded = Results.load(path)
     assert loaded == results
     raw = orjson.loads(path.read_bytes())
-    assert raw["format"] == "perflab.measure.results" and raw["version"] == FORMAT_VERSION
+    assert raw["format"] == "perflab.results" and raw["version"] == FORMAT_VERSION
     assert raw["rows"][0] == {"pool": 3, "repeat": 0, "throughput": 1.5, "p99_ms": 2.0}
 
 

@@ -63,7 +63,7 @@ def metric_columns(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
     return [c for c in frame.columns if c not in parameters and c not in _RESERVED]
 
 
-FORMAT_NAME = "perflab.measure.results"
+FORMAT_NAME = "perflab.results"  # the file format's name: never renamed with the module
 FORMAT_VERSION = 1
 # Upgrades from each older version to the next: version -> function(dict) -> dict.
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
