@@ -305,11 +305,11 @@ def _comparison_rows(
     directions: Mapping[str, bool],
     min_effect: float | None,
     alpha: float,
-    signed: set[str] | frozenset[str] = frozenset(),
+    signed: set[str],
 ) -> list[dict[str, Any]]:
     """One comparison row per metric with samples on both sides: a ratio of medians, or,
-    for a signed metric (one of ``signed``, a negative value on either side, or a baseline
-    median of 0), the difference of medians with its CI."""
+    for a signed metric (one of ``signed``: :func:`_signed` of the frames these rows come
+    from) or a baseline median of 0, the difference of medians with its CI."""
     import pandas as pd
 
     options = {} if min_effect is None else {"min_effect": min_effect}
@@ -320,7 +320,7 @@ def _comparison_rows(
         if not before or not after:
             continue
         higher = directions.get(metric, False)
-        if metric in signed or min(before) < 0 or min(after) < 0 or _median(before) == 0:
+        if metric in signed or _median(before) == 0:
             result = compare_difference(before, after, higher_is_better=directions.get(metric), alpha=alpha)
         else:
             result = compare(before, after, higher_is_better=higher, alpha=alpha, **options)

@@ -27,8 +27,9 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -316,7 +317,7 @@ def run_sweep(
                 f"{_point_text(first['point'])}: {first['error']} (every run is in {log.path})"
             )
         metadata = collect_metadata()  # once for the run: its results files and run.json
-        with _sigint_deferred():  # the measurements first: even a first Ctrl-C waits for them
+        with guard.held():  # the measurements first: even a first Ctrl-C waits for them
             _save_results(frame, saved, name, list(grid), {"target": spec, "failed_runs": failed}, metadata)
         return _publish_sweep(frame, directory, name, spec, grid, loop, started, failed, metadata)
     except KeyboardInterrupt as stop:  # SweepInterrupted too
@@ -334,23 +335,38 @@ def run_sweep(
 
 
 class _CtrlC:
-    """SIGINT while a sweep ends: the first Ctrl-C raises KeyboardInterrupt, as usual; once
-    one has (or while its runs are saved), further ones are held back, so that a second
-    Ctrl-C cannot cut the save short. Main thread only; elsewhere it does nothing."""
+    """SIGINT while a sweep ends: the first Ctrl-C raises KeyboardInterrupt, as usual, except
+    inside :meth:`held`, where it waits for the block to finish; once one has been raised,
+    further ones are held back, so that a second Ctrl-C cannot cut the save short. Main
+    thread only; elsewhere it does nothing."""
 
     def __init__(self) -> None:
         self.interrupted = False
+        self._holding = False
+        self._pending = False
         self._previous: Any = None
 
     def install(self) -> None:
-        import threading
-
         if self._previous is None and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Run the block whole; a Ctrl-C that came meanwhile is raised after it."""
+        self.install()
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.interrupted:
-            return  # held: the one before is being handled
+        if self.interrupted or self._holding:
+            self._pending = True  # held: a save is under way, or the Ctrl-C before is handled
+            return
         self.interrupted = True
         raise KeyboardInterrupt
 
@@ -397,21 +413,6 @@ def failure_lines(failed: Sequence[Mapping[str, Any]]) -> list[str]:
         f"{point}: {errors[0]}" + (f" ({len(errors)} runs)" if len(errors) > 1 else "")
         for point, errors in by_point.items()
     ]
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Any:
-    """Hold Ctrl-C (SIGINT) back while results are written; it arrives right after."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _save_results(
