@@ -147,12 +147,15 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- command-line text
 
 
-def parse_literal(text: str, *, name: str = "value") -> Any:
+def parse_literal(text: str, *, name: str = "value", strict: bool = False) -> Any:
     """A Python literal if ``text`` parses as one (``[1, 2]``, ``0.5``, ``'x'``), else the
-    text itself; a literal that cannot be built (``{[1]: 2}``) raises ValueError."""
+    text itself (with ``strict``, ValueError); a literal that cannot be built
+    (``{[1]: 2}``) raises ValueError."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        if strict:
+            raise ValueError(f"{name} {text!r} is not a Python literal") from None
         return text
     except (TypeError, MemoryError, RecursionError) as error:
         raise ValueError(f"{name} {text!r} is not a valid literal: {error}") from None

@@ -23,7 +23,7 @@ from perflab.measure.analysis import host_ratios
 from perflab.measure.cluster import Cluster
 from perflab.measure.metadata import HOST_TAG_VARIABLE, this_host
 from perflab.measure.results import Results
-from perflab.measure.sweep import Adaptive, asweep, sweep
+from perflab.measure.sweep import Adaptive, asweep, facts_of, sweep
 from perflab.workbench.report import run_report
 
 pytestmark = pytest.mark.timeout(240)
@@ -51,13 +51,13 @@ def test_a_cluster_sweep_has_the_rows_of_a_local_one(two_workers: Cluster) -> No
     assert remote.drop(columns="host").equals(local)  # same rows, same order, same values
     me, label = this_host()  # the workers run on this machine
     assert set(remote["host"]) == {me}
-    assert remote.attrs["perflab"]["hosts"] == {me: label}
-    assert remote.attrs["perflab"]["missing"] == []
+    assert facts_of(remote).hosts == {me: label}
+    assert facts_of(remote).missing == ()
     # Adaptive repeats take the same decisions from the same numbers.
     rule = Adaptive("seconds", min_repeat=2, precision=0.5)
     adaptive_local = sweep(deterministic, grid, **options, adaptive=rule)
     adaptive_remote = sweep(deterministic, grid, **options, adaptive=rule, cluster=two_workers)
-    assert adaptive_remote.attrs["perflab"]["repeats"] == adaptive_local.attrs["perflab"]["repeats"]
+    assert facts_of(adaptive_remote).repeats == facts_of(adaptive_local).repeats
     assert adaptive_remote.drop(columns="host").equals(adaptive_local)
 
 
@@ -130,14 +130,14 @@ def test_a_worker_killed_mid_sweep_loses_nothing_but_its_point(tmp_path: Path) -
         killed = int(Path(marker).read_text())
         rerun = frame[(frame["point"] == 2) & (frame["repeat"] == 1)]
         assert rerun["pid"].tolist() != [killed], "the killed worker's run was measured again elsewhere"
-        assert frame.attrs["perflab"]["missing"] == []
+        assert facts_of(frame).missing == ()
         assert runs_of(frame) == [(p, r) for p in (1, 2, 3, 4) for r in range(3)]
         assert list(frame["value"]) == [p * 10 + r for r in range(3) for p in (1, 2, 3, 4)]
 
         # A run that kills every worker it lands on is given up, named, and the rest kept.
         options = {"repeat": 2, "seed_param": "seed", "warmup": 0, "progress": False}
         frame = sweep(always_dies, grid, **options, cluster=cluster)
-    missing = frame.attrs["perflab"]["missing"]
+    missing = facts_of(frame).missing
     assert [(m["point"], m["repeat"]) for m in missing] == [({"point": 3}, 0)]
     assert missing[0]["error"].startswith("2 workers died measuring it")  # allowed-failures 1, + 1
     assert runs_of(frame) == [(p, r) for p in (1, 2, 3, 4) for r in range(2) if (p, r) != (3, 0)]
@@ -164,7 +164,7 @@ def two_hosts() -> Iterator[Cluster]:
 
 def test_hosts_are_told_apart_never_pooled_and_combined_by_ratios(two_hosts: Cluster) -> None:
     frame = sweep(tagged_speed, {"point": [1, 2, 4]}, repeat=4, progress=False, cluster=two_hosts)
-    hosts = frame.attrs["perflab"]["hosts"]
+    hosts = facts_of(frame).hosts
     assert len(hosts) == 2 and sorted(label[-5:] for label in hosts.values()) == ["tag a", "tag b"]
     # Spread: every point measured on both hosts, two repeats each.
     assert (frame.groupby(["point", "host"]).size() == 2).all()

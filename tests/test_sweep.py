@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import pickle
 
+import pandas as pd
 import pytest
 
-from perflab.measure.sweep import SweepInterrupted, asweep, grid_points, sweep
+from perflab.measure.sweep import SweepFacts, SweepInterrupted, asweep, facts_of, grid_points, sweep
 
 
 def test_grid_points_are_every_combination_in_order() -> None:
@@ -47,10 +50,25 @@ def test_the_result_is_tidy_and_interleaved() -> None:
     frame = sweep(measure, {"size": [1, 2], "codec": ["gz"]}, repeat=3, warmup=1, progress=False)
     assert list(frame.columns) == ["size", "codec", "repeat", "throughput", "ratio"]
     assert len(frame) == 6
-    assert frame.attrs["perflab"]["parameters"] == ["size", "codec"]
+    assert facts_of(frame).parameters == ("size", "codec")
     # One warm-up per point, then repeat 0 of every point, then repeat 1, ...
     assert calls == [(1, "gz"), (2, "gz")] + [(1, "gz"), (2, "gz")] * 3
     assert frame.groupby("size")["throughput"].median().to_dict() == {1: 10.0, 2: 20.0}
+
+
+def test_the_facts_are_typed_kept_by_pickle_and_dropped_by_derived_frames() -> None:
+    frame = sweep(lambda n: {"m": float(n)}, {"n": [1, 2]}, repeat=2, progress=False, name="s")
+    facts = facts_of(frame)
+    assert facts == SweepFacts(name="s", parameters=("n",), metrics=("m",))
+    assert isinstance(frame, pd.DataFrame)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        facts.name = "other"  # type: ignore[misc]
+    assert facts_of(pickle.loads(pickle.dumps(frame))) == facts
+    # A filtered or copied frame no longer is the sweep: its facts would be wrong.
+    assert facts_of(frame[frame["n"] == 1]) is None
+    assert facts_of(frame.copy()) is None
+    # A column named "facts" is not mistaken for them.
+    assert facts_of(pd.DataFrame({"facts": [1]})) is None
 
 
 def test_grouped_order_and_seeds_per_repeat() -> None:
@@ -113,3 +131,15 @@ def test_ctrl_c_keeps_the_runs_that_finished() -> None:
     # 3 warm-ups, then repeat 0 of every point, then the first point of repeat 1.
     assert frame[["size", "repeat"]].values.tolist() == [[1, 0], [2, 0], [3, 0]]
     assert isinstance(stop.value, KeyboardInterrupt) and "after 3 measured runs" in str(stop.value)
+
+
+def test_parse_literal_types_text_and_strict_refuses_what_is_not_one() -> None:
+    from perflab._validate import parse_literal
+
+    assert parse_literal("[1, 2]") == [1, 2]
+    assert parse_literal("0.5") == 0.5
+    assert parse_literal("zstd-3") == "zstd-3"
+    with pytest.raises(ValueError, match="default 'Path' is not a Python literal"):
+        parse_literal("Path", name="default", strict=True)
+    with pytest.raises(ValueError, match="is not a valid literal"):
+        parse_literal("{[1]: 2}")

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from perflab import read_jsonl
-from perflab.measure.sweep import RunFailed, sweep
+from perflab.measure.sweep import RunFailed, facts_of, sweep
 from perflab.workbench.cli import main
 
 WORKLOAD = textwrap.dedent(
@@ -180,10 +180,10 @@ def test_the_library_sweep_records_failures_and_refuses_infinities() -> None:
 
     frame = sweep(measure, {"k": [1, 2, 3]}, repeat=2, warmup=0, progress=False, errors="record")
     assert sorted(set(frame["k"])) == [1, 3]
-    assert frame.attrs["perflab"]["failed"] == [
+    assert facts_of(frame).failed == (
         {"point": {"k": 2}, "repeat": 0, "error": "KeyError: 'missing'"},
         {"point": {"k": 2}, "repeat": 1, "error": "KeyError: 'missing'"},
-    ]
+    )
     landed: list[dict[str, object]] = []
 
     def down_at_one(k: int) -> dict[str, float] | RunFailed:

@@ -22,7 +22,7 @@ What keeps the numbers honest:
 Failures: a worker that dies mid-run loses that run only (it held no other), and the run
 goes first to the next free worker; a run that keeps killing its workers is given up after
 Dask's ``allowed-failures`` + 1 deaths and listed, with its parameters, in
-``frame.attrs["perflab"]["missing"]``. An exception raised by the measured function stops
+``facts_of(frame).missing``. An exception raised by the measured function stops
 the sweep as it would locally (the tasks not yet run are cancelled). Ctrl-C cancels the
 remaining tasks and raises :class:`perflab.measure.sweep.SweepInterrupted` holding the frame of the
 runs that finished.

@@ -159,11 +159,14 @@ class Results:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, name: str, parameters: Sequence[str], **fields: Any) -> Results:
         """Results from a tidy frame (parameter columns, ``repeat``, metric columns, and
-        ``host`` when it ran on a cluster: the labels come from the sweep's attrs)."""
+        ``host`` when it ran on a cluster: the labels come from the sweep's facts)."""
         metrics = metric_columns(frame, parameters)
         rows = [{str(key): value for key, value in row.items()} for row in frame.to_dict("records")]
         if HOST_COLUMN in frame.columns and "hosts" not in fields:
-            labels = frame.attrs.get("perflab", {}).get("hosts", {})
+            from perflab.measure.sweep import facts_of
+
+            facts = facts_of(frame)
+            labels = facts.hosts if facts is not None else {}
             fields["hosts"] = {str(h): labels.get(h, str(h)) for h in frame[HOST_COLUMN].unique()}
         return cls.new(name, parameters, metrics, rows, **fields)
 

@@ -8,7 +8,8 @@ biasing the last ones. ``seed_param="seed"`` passes the repeat number to ``fn`` 
 ``seed``, so a simulated workload draws new random numbers each repeat but the same ones
 for every point of a repeat (common random numbers: differences between points are the
 settings', not the draws'). The result has one row per (point, repeat): parameter
-columns, ``repeat``, then metric columns; ``frame.attrs["perflab"]`` names which is which.
+columns, ``repeat``, then metric columns; its ``facts`` (:class:`SweepFacts`, see
+:func:`facts_of`) name which is which.
 
 ``cluster=`` runs every run as a task on a Dask cluster (:mod:`perflab.measure.cluster`): the
 frame then has a ``host`` column after ``repeat`` (the fingerprint of the host that
@@ -16,7 +17,7 @@ measured each sample) and the same rows, in the same order, as a local sweep. Ct
 raises :class:`SweepInterrupted` with the frame of the runs that finished, locally or not.
 
 A run that fails need not lose the sweep: ``errors="record"`` records the exception of
-``fn`` (point, repeat, error) in ``frame.attrs["perflab"]["failed"]`` and goes on, and
+``fn`` (point, repeat, error) in ``facts_of(frame).failed`` and goes on, and
 ``fn`` may itself return :class:`RunFailed` (what ``perflab sweep`` does, on a cluster
 too). ``on_run`` is called with every run as it lands (a measured row, or a failed run
 with its ``error``), so a caller can save incrementally: a crash at any moment then
@@ -44,7 +45,16 @@ if TYPE_CHECKING:
 
     from perflab.measure.cluster import Cluster, Run
 
-__all__ = ["Adaptive", "RunFailed", "SweepInterrupted", "asweep", "grid_points", "sweep"]
+__all__ = [
+    "Adaptive",
+    "RunFailed",
+    "SweepFacts",
+    "SweepInterrupted",
+    "asweep",
+    "facts_of",
+    "grid_points",
+    "sweep",
+]
 
 Metrics = Mapping[str, float | int | bool | None]
 
@@ -57,8 +67,8 @@ class Adaptive:
     point gets one more repeat only while it is unsettled: the 95% CI of its median is
     wider than ``precision`` (relative half-width) *and* overlaps the CI of another point,
     so its rank is still open. Points that are clearly apart stop early; close ones get
-    the repeats, up to the sweep's ``repeat``. ``frame.attrs["perflab"]["repeats"]`` says
-    how many each point took."""
+    the repeats, up to the sweep's ``repeat``. ``facts_of(frame).repeats`` says how many
+    each point took."""
 
     metric: str
     min_repeat: int = 3
@@ -277,22 +287,69 @@ def _plan(
     return points, warmups + measured
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SweepFacts:
+    """What a sweep's frame cannot say by its columns.
+
+    ``parameters`` and ``metrics`` name the columns; ``hosts`` maps a host fingerprint to
+    its label and ``missing`` lists the runs lost to dying workers (both on a cluster
+    only); ``failed`` lists the runs whose ``fn`` failed (point, repeat, error);
+    ``repeats`` is how many repeats each point took (keyed by ``"name=value, ..."``) when
+    they were adaptive, out of at most ``repeat_limit``."""
+
+    name: str
+    parameters: tuple[str, ...]
+    metrics: tuple[str, ...]
+    hosts: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    missing: tuple[Mapping[str, Any], ...] = ()
+    failed: tuple[Mapping[str, Any], ...] = ()
+    repeats: Mapping[str, int] | None = None
+    repeat_limit: int | None = None
+
+    @property
+    def adaptive_saving(self) -> tuple[int, int] | None:
+        """(runs taken, runs a fixed count would take) when repeats were adaptive."""
+        if not self.repeats or self.repeat_limit is None:
+            return None
+        return sum(self.repeats.values()), self.repeat_limit * len(self.repeats)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "parameters": list(self.parameters),
+            "metrics": list(self.metrics),
+            "hosts": dict(self.hosts),
+            "missing": [dict(run) for run in self.missing],
+            "failed": [dict(run) for run in self.failed],
+            "repeats": None if self.repeats is None else dict(self.repeats),
+            "repeat_limit": self.repeat_limit,
+        }
+
+
+def facts_of(frame: pd.DataFrame) -> SweepFacts | None:
+    """The facts of a frame :func:`sweep` returned; None for any other frame (one built
+    by hand, or derived from a sweep's by filtering, which would make its facts wrong)."""
+    facts = getattr(frame, "facts", None)  # a column named "facts" is not them
+    return facts if isinstance(facts, SweepFacts) else None
+
+
 def _frame(points: list[dict[str, Any]], rows: _Rows, name: str) -> pd.DataFrame:
-    import pandas as pd
+    from perflab.measure._sweep_frame import SweepFrame
 
     parameters = list(points[0])
     metrics = rows.metrics or []  # every point returned these (checked as they came)
     host = [HOST_COLUMN] if rows.hosts else []
-    frame = pd.DataFrame(rows.rows, columns=[*parameters, "repeat", *host, *metrics])
-    frame.attrs["perflab"] = {"name": name, "parameters": parameters, "metrics": metrics}
-    if rows.hosts:
-        frame.attrs["perflab"]["hosts"] = dict(rows.hosts)
-        frame.attrs["perflab"]["missing"] = list(rows.missing)
-    if rows.failed:
-        frame.attrs["perflab"]["failed"] = list(rows.failed)
-    if rows.repeats is not None:
-        frame.attrs["perflab"]["repeats"] = rows.repeats
-        frame.attrs["perflab"]["repeat_limit"] = rows.repeat_limit
+    frame = SweepFrame(rows.rows, columns=[*parameters, "repeat", *host, *metrics])
+    frame.facts = SweepFacts(
+        name=name,
+        parameters=tuple(parameters),
+        metrics=tuple(metrics),
+        hosts=dict(rows.hosts),
+        missing=tuple(rows.missing),
+        failed=tuple(rows.failed),
+        repeats=rows.repeats,
+        repeat_limit=rows.repeat_limit if rows.repeats is not None else None,
+    )
     return frame
 
 

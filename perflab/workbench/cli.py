@@ -156,7 +156,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from perflab.measure.sweep import SweepInterrupted
-    from perflab.workbench.target import TargetFailed, parse_grid, run_sweep
+    from perflab.workbench.user_sweep import TargetFailed, parse_grid, run_sweep
 
     try:
         grid = parse_grid(args.grid)

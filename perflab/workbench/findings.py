@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from perflab.measure.queueing import in_flight
 from perflab.measure.results import HOST_COLUMN
+from perflab.measure.sweep import facts_of
 from perflab.workbench.io_experiments import READER_RATIOS
 
 if TYPE_CHECKING:
@@ -620,10 +621,9 @@ def user_sweep(
             f"Against the runner-up ({_setting(other)}, {second['median']:.4g} s) it takes "
             f"{result.ratio:.2f}x the time (CI {low:.2f}-{high:.2f}): {result.verdict}. "
         )
-    attrs = frame.attrs.get("perflab", {})
-    repeats = attrs.get("repeats")
-    if repeats:
-        total, fixed = sum(repeats.values()), attrs["repeat_limit"] * len(repeats)
+    facts = facts_of(frame)
+    if facts is not None and (saving := facts.adaptive_saving) is not None:
+        total, fixed = saving
         text += (
             f"Adaptive repeats took {total} runs where a fixed count would take {fixed} "
             f"({1 - total / fixed:.0%} saved)."

@@ -12,7 +12,6 @@ the exit status is non-zero.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import datetime as dt
 import html
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._files import write_new
+from perflab._validate import parse_literal
 from perflab.measure.cluster import RESOURCE
 from perflab.measure.metadata import collect_metadata, this_host
 from perflab.workbench._html import page as html_page
@@ -154,8 +154,8 @@ def _kind(value: Any) -> str:
 def _check_override(notebook: str, name: str, value: Any, default_source: str | None) -> None:
     """Refuse a -p value of another kind than the notebook's default, before any run."""
     try:
-        default = ast.literal_eval(default_source) if default_source else None
-    except (ValueError, SyntaxError):
+        default = parse_literal(default_source, strict=True) if default_source else None
+    except ValueError:
         return  # not a literal default: the notebook checks it
     if default is None:
         return

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from perflab._validate import check_grid as _check_grid
 from perflab._validate import check_int, check_str, parse_literal
 from perflab.measure.metadata import collect_metadata
-from perflab.measure.results import HOST_COLUMN, SUMMARY_COLUMNS, Results, metric_columns, summarize
-from perflab.measure.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, sweep
+from perflab.measure.results import SUMMARY_COLUMNS, Results, metric_columns, summarize
+from perflab.measure.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, facts_of, sweep
 from perflab.workbench import findings
 from perflab.workbench.metrics import METRICS, Metric
 
@@ -309,7 +309,8 @@ def run_sweep(
         finally:
             guard.install()  # from here on a second Ctrl-C is held back: the save must finish
             log.close()
-        failed: list[dict[str, Any]] = frame.attrs["perflab"].get("failed", [])
+        facts = facts_of(frame)
+        failed = [dict(run) for run in facts.failed] if facts is not None else []
         if frame.empty:
             first: dict[str, Any] = failed[0] if failed else {"point": {}, "error": "no run finished"}
             raise TargetFailed(
@@ -326,7 +327,7 @@ def run_sweep(
         if isinstance(stop, SweepInterrupted):
             frame = stop.frame
         elif frame is None:  # between the last run and the frame: the log has them
-            frame = _frame_from_log(log.path, list(grid), name)
+            frame = _frame_from_log(log.path)
         if len(frame):  # where a finished sweep puts them, so compare and history read them
             _save_results(frame, saved, name, list(grid), {"target": spec, "interrupted": True})
         raise SweepInterrupted(frame, saved) from None
@@ -387,17 +388,14 @@ def _open_run_log(folder: Path) -> Any:
         raise OSError(f"--out {folder.parent}: cannot write there: {error.strerror or error}") from None
 
 
-def _frame_from_log(path: Path, parameters: list[str], name: str) -> pd.DataFrame:
+def _frame_from_log(path: Path) -> pd.DataFrame:
     """The measured runs of a run log, as the sweep's frame."""
     import pandas as pd
 
     from perflab.jsonl.readers import read_jsonl
 
     rows = [row for row in read_jsonl(path, recover=True) if "error" not in row]
-    frame = pd.DataFrame(rows)
-    metrics = [column for column in frame.columns if column not in {*parameters, "repeat", HOST_COLUMN}]
-    frame.attrs["perflab"] = {"name": name, "parameters": parameters, "metrics": metrics}
-    return frame
+    return pd.DataFrame(rows)
 
 
 def _point_text(point: Mapping[str, Any]) -> str:
@@ -445,7 +443,8 @@ def _publish_sweep(
     from perflab.workbench.report import NotebookRun, ReportRun, write_index, write_run_json
 
     parameters = list(grid)
-    repeats = frame.attrs["perflab"].get("repeats")
+    facts = facts_of(frame)
+    repeats = dict(facts.repeats) if facts is not None and facts.repeats is not None else None
     summary = summarize(frame, parameters)
     finding = findings.user_sweep(summary, frame, parameters, target=spec)
     if failed:  # a failing point is not in the ranking: say so where the finding is read

@@ -13,10 +13,10 @@ import pytest
 
 from perflab import Results, summarize
 from perflab.measure.analysis import aa_effects, compare_runs
-from perflab.measure.sweep import Adaptive, sweep
+from perflab.measure.sweep import Adaptive, facts_of, sweep
 from perflab.workbench.cli import main
 from perflab.workbench.report import run_report
-from perflab.workbench.target import load_target, parse_grid
+from perflab.workbench.user_sweep import load_target, parse_grid
 
 WORKLOAD = """
 import asyncio
@@ -140,7 +140,7 @@ def test_adaptive_repeats_go_where_points_are_close() -> None:
         seed_param="seed",
         adaptive=Adaptive("seconds"),
     )
-    repeats = frame.attrs["perflab"]["repeats"]
+    repeats = facts_of(frame).repeats
     assert repeats["x=1"] == repeats["x=4"] == 3  # far from every other point: settled at once
     assert repeats["x=2"] > 3 and repeats["x=3"] > 3  # 2% apart under 5% noise: kept measuring
     assert len(frame) == sum(repeats.values())
