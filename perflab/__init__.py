@@ -41,6 +41,9 @@ _LOCATIONS = {
     "TokenBucketLimiter": "perflab.aio.ratelimit",
     "MemoryMappedReader": "perflab.jsonl.readers",
     "read_jsonl": "perflab.jsonl.readers",
+    "Decision": "perflab.measure.decision",
+    "UntilDecided": "perflab.measure.decision",
+    "decide": "perflab.measure.decision",
     "Results": "perflab.measure.results",
     "summarize": "perflab.measure.results",
     "asweep": "perflab.measure.sweep",
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
     from perflab.jsonl.readers import MemoryMappedReader, read_jsonl
     from perflab.jsonl.writers import BufferedWriter, CompressedWriter, WriterStats
     from perflab.measure.analysis import compare_runs, knee, pareto_front
+    from perflab.measure.decision import Decision, UntilDecided, decide
     from perflab.measure.results import Results, summarize
     from perflab.measure.stats import Comparison, SampleStats, compare, sample_stats
     from perflab.measure.sweep import asweep, sweep
@@ -98,6 +102,7 @@ __all__ = [
     "BufferedWriter",
     "Comparison",
     "CompressedWriter",
+    "Decision",
     "LimiterStats",
     "MemoryMappedReader",
     "PerformanceProfiler",
@@ -110,11 +115,13 @@ __all__ = [
     "TaskPoolConfig",
     "TaskPoolStats",
     "TokenBucketLimiter",
+    "UntilDecided",
     "WriterStats",
     "__version__",
     "asweep",
     "compare",
     "compare_runs",
+    "decide",
     "knee",
     "pareto_front",
     "read_jsonl",

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perflab import Results, summarize
+from perflab import Results, read_jsonl, summarize
 from perflab.measure.analysis import aa_effects, compare_runs
 from perflab.measure.sweep import Adaptive, facts_of, sweep
 from perflab.workbench.cli import main
@@ -32,6 +32,13 @@ async def fetch(max_concurrent, items=40):
 
     await asyncio.gather(*(one() for _ in range(items)))
     return {"items_per_call": items, "label": "not a number: left out"}
+
+
+async def send(max_concurrent, items=40):
+    # A server capped at 8 concurrent calls: more are rejected (429) but finish sooner.
+    rejected = max(0, max_concurrent - 8) * 2
+    await asyncio.sleep(0.002 * items / max_concurrent)
+    return {"rejected": rejected}
 
 
 def parse(records, codec):
@@ -86,7 +93,8 @@ def test_the_cli_sweeps_an_async_function_into_a_report(workload: Path, capsys) 
         == 0
     )
     printed = capsys.readouterr().out
-    assert "the fastest setting is max_concurrent=8" in printed and "index.html" in printed
+    assert "max_concurrent=8: the cheapest setting within 5% of the best" in printed
+    assert "index.html" in printed
     results = Results.load(out / "fetch" / "results.json")
     assert results.parameters == ("max_concurrent",)
     assert set(results.metrics) == {"seconds", "items_per_call"}
@@ -99,10 +107,48 @@ def test_the_cli_sweeps_an_async_function_into_a_report(workload: Path, capsys) 
     # 1 vs 8 concurrent is 8x apart: adaptive repeats stop at five each, and say so.
     assert results.extra["repeats"] == {"max_concurrent=1": 5, "max_concurrent=8": 5}
     assert (
-        "Adaptive repeats took 10 runs where a fixed count would take 12 (17% saved)" in summary["conclusion"]
+        "The repeats followed the decision: 10 runs where a fixed count would take 12 (17% saved)"
+        in summary["conclusion"]
     )
     assert main(["sweep", "userwork:fetch", "--grid", "max_concurrent=1", "--out", str(out)]) == 2
     assert "exists and is not empty: pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_cli_recommends_the_fastest_setting_that_meets_the_constraints(workload: Path, capsys) -> None:
+    out = workload / "limits"
+    argv = ["sweep", "userwork:send", "--grid", "max_concurrent=2,8,16", "--repeat", "5"]
+    options = ["--constraint", "rejected==0", "--order", "grouped", "--cooldown", "0.001"]
+    assert main([*argv, *options, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # 16 is the fastest, and draws rejections: the fastest feasible one is recommended.
+    chosen = (
+        "max_concurrent=8: the cheapest setting within 5% of the best on seconds (min) while rejected == 0"
+    )
+    assert chosen in printed
+    assert "max_concurrent=16 rejected 16 in a repeat (needs rejected == 0)" in printed
+    summary = orjson.loads((out / "send" / "summary.json").read_bytes())
+    assert summary["recommended"] == {"max_concurrent": 8}
+    results = Results.load(out / "send" / "results.json")
+    assert results.extra["plan"]["constraints"] == ["rejected==0"]
+    assert results.extra["decision"]["chosen"] == {"max_concurrent": 8}
+    # Grouped: each point's first repeats ran back to back.
+    runs = read_jsonl(out / "send" / "runs.jsonl")
+    logged = [row["max_concurrent"] for row in runs if row["repeat"] is not None]
+    assert logged[:10] == [2] * 5 + [8] * 5
+    # The sweep's page plots every metric the function returned.
+    assert (out / "send" / "figures" / "sweep.png").stat().st_size > 1000
+    for bad, message in [
+        (["--constraint", "rejected=0"], "must be METRIC OP NUMBER"),
+        (["--cheaper", "size"], "--cheaper 'size' is not a parameter of the grid"),
+        (["--objective", "seconds:fast"], "direction must be 'min' or 'max'"),
+    ]:
+        assert main([*argv, *bad, "--out", str(workload / "bad")]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--cooldown", "-1", "--out", str(workload / "bad")])
+    assert "argument --cooldown: must be >= 0, got -1" in capsys.readouterr().err
+    assert not (workload / "bad").exists()
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_int, check_number, grid_points
+from perflab.measure.decision import Decision, UntilDecided
 from perflab.measure.results import HOST_COLUMN
 from perflab.measure.stats import median_ci
 
@@ -144,6 +145,8 @@ class _Rows:
         self.failed: list[dict[str, Any]] = []  # runs whose fn failed (RunFailed)
         self.settle: Callable[[], None] | None = None  # waits for runs still out on a cluster
         self.on_run: Callable[[dict[str, Any]], None] | None = None
+        self.decision: Decision | None = None  # the last one, when repeats follow a decision
+        self.required: tuple[str, ...] = ()  # metrics that decision needs
 
     def check(self, point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
         if not isinstance(metrics, Mapping):
@@ -164,6 +167,12 @@ class _Rows:
                 _check_finite(point, name, value)
         names = list(metrics)
         if self.metrics is None:
+            lacking = [name for name in self.required if name not in names]
+            if lacking:
+                raise ValueError(
+                    f"the decision needs metric {lacking[0]!r}, which fn({dict(point)}) does not "
+                    f"return (it returns {names})"
+                )
             self.metrics, self.first_point = names, dict(point)
         elif set(names) != set(self.metrics):
             missing = sorted(set(self.metrics) - set(names))
@@ -220,25 +229,58 @@ def _check_finite(point: Mapping[str, Any], name: str, value: Any) -> None:
 
 
 def _adaptive_runs(
-    points: list[dict[str, Any]], rows: _Rows, repeat: int, warmup: int, adaptive: Adaptive
+    points: list[dict[str, Any]],
+    rows: _Rows,
+    repeat: int,
+    warmup: int,
+    adaptive: Adaptive | UntilDecided,
+    grouped: bool,
 ) -> Iterator[tuple[dict[str, Any], int | None]]:
-    """Warm-ups, ``min_repeat`` interleaved rounds, then rounds of the unsettled points."""
+    """Warm-ups, ``min_repeat`` rounds, then rounds of the points still open. Interleaved,
+    a round is one repeat of each; ``grouped``, a point's repeats of a round run back to
+    back (``min_repeat`` of them first, then two at a time)."""
     for point in points:
         for _ in range(warmup):
             yield point, None
     taken = [0] * len(points)
     active = list(range(len(points)))
-    r = 0
-    while active and r < repeat:
+    block = adaptive.min_repeat if grouped else 1
+    while active:
         for i in active:
-            yield points[i], taken[i]
-            taken[i] += 1
-        r += 1
-        if r >= adaptive.min_repeat:
-            samples = rows.samples(points, adaptive.metric)
-            active = [i for i, more in enumerate(adaptive.unsettled(samples)) if more]
+            for _ in range(min(block, repeat - taken[i])):
+                yield points[i], taken[i]
+                taken[i] += 1
+        if grouped:
+            block = 2
+        if min(taken) >= adaptive.min_repeat:
+            active = _still_open(points, rows, adaptive)
+        active = [i for i in active if taken[i] < repeat]
     rows.repeats = {_key(point): n for point, n in zip(points, taken, strict=True)}
     rows.repeat_limit = repeat
+    if isinstance(adaptive, UntilDecided):  # on every run, the last round's too
+        import pandas as pd
+
+        if rows.settle is not None:
+            rows.settle()
+        if rows.rows:
+            rows.decision = adaptive.decide(pd.DataFrame(rows.rows), list(points[0]))
+
+
+def _still_open(points: list[dict[str, Any]], rows: _Rows, adaptive: Adaptive | UntilDecided) -> list[int]:
+    """The points that get another repeat: unsettled ranks, or the decision's open points."""
+    if isinstance(adaptive, Adaptive):
+        samples = rows.samples(points, adaptive.metric)
+        return [i for i, more in enumerate(adaptive.unsettled(samples)) if more]
+    import pandas as pd
+
+    if rows.settle is not None:
+        rows.settle()
+    if not rows.rows:
+        return list(range(len(points)))
+    decision = adaptive.decide(pd.DataFrame(rows.rows), list(points[0]))
+    rows.decision = decision
+    wanted = [dict(point) for point in decision.open_points()]
+    return [i for i, point in enumerate(points) if point in wanted]
 
 
 def _schedule(
@@ -247,15 +289,20 @@ def _schedule(
     rows: _Rows,
     repeat: int,
     warmup: int,
-    adaptive: Adaptive | None,
+    adaptive: Adaptive | UntilDecided | None,
+    order: str,
 ) -> Iterator[tuple[dict[str, Any], int | None]]:
     if adaptive is None:
         return iter(runs)
-    if not isinstance(adaptive, Adaptive):
-        raise TypeError(f"adaptive must be an Adaptive or None, got {type(adaptive).__name__}")
+    if not isinstance(adaptive, Adaptive | UntilDecided):
+        raise TypeError(
+            f"adaptive must be an Adaptive, an UntilDecided or None, got {type(adaptive).__name__}"
+        )
     if adaptive.min_repeat > repeat:
         raise ValueError(f"adaptive.min_repeat ({adaptive.min_repeat}) must be <= repeat ({repeat})")
-    return _adaptive_runs(points, rows, repeat, warmup, adaptive)
+    if isinstance(adaptive, UntilDecided):
+        rows.required = adaptive.metrics()
+    return _adaptive_runs(points, rows, repeat, warmup, adaptive, order == "grouped")
 
 
 def _key(point: Mapping[str, Any]) -> str:
@@ -295,7 +342,8 @@ class SweepFacts:
     its label and ``missing`` lists the runs lost to dying workers (both on a cluster
     only); ``failed`` lists the runs whose ``fn`` failed (point, repeat, error);
     ``repeats`` is how many repeats each point took (keyed by ``"name=value, ..."``) when
-    they were adaptive, out of at most ``repeat_limit``."""
+    they were adaptive, out of at most ``repeat_limit``; ``decision`` is the decision the
+    repeats followed (``adaptive=UntilDecided(...)``), made on every run."""
 
     name: str
     parameters: tuple[str, ...]
@@ -305,6 +353,7 @@ class SweepFacts:
     failed: tuple[Mapping[str, Any], ...] = ()
     repeats: Mapping[str, int] | None = None
     repeat_limit: int | None = None
+    decision: Decision | None = None
 
     @property
     def adaptive_saving(self) -> tuple[int, int] | None:
@@ -323,6 +372,7 @@ class SweepFacts:
             "failed": [dict(run) for run in self.failed],
             "repeats": None if self.repeats is None else dict(self.repeats),
             "repeat_limit": self.repeat_limit,
+            "decision": None if self.decision is None else self.decision.as_dict(),
         }
 
 
@@ -349,6 +399,7 @@ def _frame(points: list[dict[str, Any]], rows: _Rows, name: str) -> pd.DataFrame
         failed=tuple(rows.failed),
         repeats=rows.repeats,
         repeat_limit=rows.repeat_limit if rows.repeats is not None else None,
+        decision=rows.decision,
     )
     return frame
 
@@ -369,7 +420,7 @@ def sweep(
     order: Literal["interleaved", "grouped"] = "interleaved",
     name: str = "sweep",
     seed_param: str | None = None,
-    adaptive: Adaptive | None = None,
+    adaptive: Adaptive | UntilDecided | None = None,
     cluster: Cluster | None = None,
     errors: Literal["raise", "record"] = "raise",
     on_run: Callable[[dict[str, Any]], None] | None = None,
@@ -383,7 +434,19 @@ def sweep(
     points, runs = _plan(fn, grid, repeat, warmup, order, errors)
     if cluster is not None:
         return _cluster_sweep(
-            fn, points, runs, repeat, warmup, adaptive, cluster, name, seed_param, progress, errors, on_run
+            fn,
+            points,
+            runs,
+            repeat,
+            warmup,
+            adaptive,
+            cluster,
+            name,
+            seed_param,
+            progress,
+            errors,
+            on_run,
+            order,
         )
     if inspect.iscoroutinefunction(fn):
         try:
@@ -408,7 +471,7 @@ def sweep(
     rows.on_run = on_run
     with _progress(len(runs), progress, name) as bar:
         try:
-            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
+            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive, order):
                 try:
                     rows.add(point, r, fn(**_call_args(point, seed_param, r)))
                 except Exception as exc:
@@ -431,7 +494,7 @@ async def asweep(
     order: Literal["interleaved", "grouped"] = "interleaved",
     name: str = "sweep",
     seed_param: str | None = None,
-    adaptive: Adaptive | None = None,
+    adaptive: Adaptive | UntilDecided | None = None,
     cluster: Cluster | None = None,
     errors: Literal["raise", "record"] = "raise",
     on_run: Callable[[dict[str, Any]], None] | None = None,
@@ -454,12 +517,13 @@ async def asweep(
             progress,
             errors,
             on_run,
+            order,
         )
     rows = _Rows(points, seed_param)
     rows.on_run = on_run
     with _progress(len(runs), progress, name) as bar:
         try:
-            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
+            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive, order):
                 try:
                     outcome = fn(**_call_args(point, seed_param, r))
                     if inspect.isawaitable(outcome):
@@ -481,13 +545,14 @@ def _cluster_sweep(
     runs: list[tuple[dict[str, Any], int | None]],
     repeat: int,
     warmup: int,
-    adaptive: Adaptive | None,
+    adaptive: Adaptive | UntilDecided | None,
     cluster: Cluster,
     name: str,
     seed_param: str | None,
     progress: bool,
     errors: str = "raise",
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    order: str = "interleaved",
 ) -> pd.DataFrame:
     """The runs as tasks on ``cluster``; rows kept in the order a local sweep makes them."""
     from perflab.measure.cluster import Cluster, Run
@@ -504,7 +569,7 @@ def _cluster_sweep(
     submitted: list[Run] = []
 
     def tasks() -> Iterator[Run]:
-        for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive):
+        for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive, order):
             kwargs = _call_args(point, seed_param, r)
             run = Run(fn, kwargs, point, r, index[_key(point)], len(submitted), name)
             submitted.append(run)

@@ -156,15 +156,23 @@ def _report(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from perflab.measure.sweep import SweepInterrupted
-    from perflab.workbench.user_sweep import TargetFailed, parse_grid, run_sweep
+    from perflab.workbench.user_sweep import Plan, TargetFailed, parse_grid, run_sweep
 
     try:
         grid = parse_grid(args.grid)
+        plan = Plan(
+            repeat=args.repeat,
+            adaptive=not args.fixed,
+            order=args.order,
+            cooldown=args.cooldown,
+            objective=args.objective,
+            constraints=tuple(args.constraint),
+            cheaper=tuple(args.cheaper),
+        )
         run = run_sweep(
             args.target,
             grid,
-            repeat=args.repeat,
-            adaptive=not args.fixed,
+            plan=plan,
             out=args.out,
             loop=args.loop,
             force=args.force,
@@ -400,6 +408,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swp.add_argument("--repeat", type=_positive_int, default=12, help="most repeats per point (default 12)")
     swp.add_argument("--fixed", action="store_true", help="always take --repeat repeats (no adaptive stop)")
+    swp.add_argument(
+        "--objective",
+        default="seconds:min",
+        metavar="METRIC[:min|max]",
+        help="what to optimise (default seconds:min)",
+    )
+    swp.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="a limit every recommended setting meets, e.g. 'rejected==0' or 'p99_ms<=50' (repeatable)",
+    )
+    swp.add_argument(
+        "--cheaper",
+        action="append",
+        default=[],
+        metavar="NAME[:asc|desc]",
+        help="the cost order: which settings are cheaper (default: the first parameter, ascending)",
+    )
+    swp.add_argument(
+        "--order",
+        choices=["interleaved", "grouped"],
+        default="interleaved",
+        help="interleave the points' repeats (default), or run a point's repeats back to back",
+    )
+    swp.add_argument(
+        "--cooldown", type=_non_negative_number, default=0.0, metavar="SECONDS", help="pause after each run"
+    )
     swp.add_argument("--out", help="write the report here instead of reports/<timestamp>-sweep-<name>/")
     swp.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop for async")
     swp.add_argument("--force", action="store_true", help="write into an --out folder that is not empty")

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from perflab.measure.decision import Decision, decide
 from perflab.measure.queueing import in_flight
 from perflab.measure.results import HOST_COLUMN
 from perflab.measure.sweep import facts_of
@@ -593,47 +594,43 @@ def user_sweep(
     parameters: Sequence[str],
     *,
     target: str,
-    metric: str = "seconds",
+    decision: Decision | None = None,
 ) -> Finding:
-    """The fastest setting of a user's workload, against the runner-up with a verdict, and
-    the repeats each setting took. Measured on several hosts (a cluster), settings are
-    ranked by their time relative to the first setting on the same host, never pooled."""
-    from perflab.measure.stats import compare
-
+    """The decision on a user's workload (:func:`perflab.measure.decision.decide`; by default
+    the cheapest setting within 5% of the fastest), in words, with the repeats it took.
+    Measured on several hosts (a cluster), settings are ranked by their time relative to
+    the first setting on the same host, never pooled."""
     if HOST_COLUMN in summary.columns and summary[HOST_COLUMN].nunique() > 1:
-        return _user_sweep_on_hosts(summary, frame, parameters, target=target, metric=metric)
-    rows = summary[summary["metric"] == metric].sort_values("median")
-    best = rows.iloc[0]
-    point = {p: _scalar(best[p]) for p in parameters}
-    setting = _setting(point)
-    text = (
-        f"`{target}`: the fastest setting is **{setting}** at {best['median']:.4g} s a call "
-        f"(median of {int(best['n'])}, 95% CI {best['ci_low']:.4g}-{best['ci_high']:.4g} s). "
-    )
-    if len(rows) > 1:
-        second = rows.iloc[1]
-        other = {p: _scalar(second[p]) for p in parameters}
-        result = compare(
-            _samples(frame, other, metric), _samples(frame, point, metric), higher_is_better=False
-        )
-        low, high = result.ci95
-        text += (
-            f"Against the runner-up ({_setting(other)}, {second['median']:.4g} s) it takes "
-            f"{result.ratio:.2f}x the time (CI {low:.2f}-{high:.2f}): {result.verdict}. "
-        )
+        return _user_sweep_on_hosts(summary, frame, parameters, target=target, metric="seconds")
+    if decision is None:
+        facts = facts_of(frame)
+        decision = facts.decision if facts is not None and facts.decision is not None else None
+    if decision is None:
+        decision = decide(frame, parameters, objective="seconds")
+    metric = decision.objective.metric
+    text = f"`{target}`: {decision.text()}"
     facts = facts_of(frame)
     if facts is not None and (saving := facts.adaptive_saving) is not None:
         total, fixed = saving
         text += (
-            f"Adaptive repeats took {total} runs where a fixed count would take {fixed} "
-            f"({1 - total / fixed:.0%} saved)."
+            f" The repeats followed the decision: {total} runs where a fixed count would take "
+            f"{fixed} ({1 - total / fixed:.0%} saved)."
         )
+    if decision.chosen is None:
+        return Finding(
+            title=f"Sweep of {target}",
+            key_figure="no setting met the constraints",
+            recommended={},
+            conclusion=text,
+        )
+    point = dict(decision.chosen)
+    chosen = decision.verdict(point)
     return Finding(
         title=f"Sweep of {target}",
-        key_figure=f"{setting}: {best['median']:.4g} s a call",
+        key_figure=f"{_setting(point)}: {metric} {chosen.median:.4g} (PCS {decision.pcs:.0%})",
         recommended=point,
-        conclusion=text.strip(),
-        key_value=KeyValue(metric, point, float(best["median"])),
+        conclusion=text,
+        key_value=KeyValue(metric, point, float(chosen.median)),
     )
 
 

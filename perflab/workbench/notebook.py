@@ -55,14 +55,17 @@ def check_value(name: str, value: Any, kind: type, *, minimum: float | None = No
     return value
 
 
-def check_list(name: str, value: Any, kind: type, *, minimum: float | None = None) -> list[Any]:
-    """``value`` if it is a non-empty list of ``kind`` items, each at least ``minimum``."""
+def check_list(
+    name: str, value: Any, kind: type, *, minimum: float | None = None, allow_empty: bool = False
+) -> list[Any]:
+    """``value`` if it is a list of ``kind`` items (non-empty unless ``allow_empty``), each
+    at least ``minimum``."""
     if not isinstance(value, list | tuple):
         hint = _HINT if isinstance(value, str) else ""
         raise TypeError(
             f"parameter {name} must be a list of {kind.__name__}, got {type(value).__name__} {value!r}{hint}"
         )
-    if not value:
+    if not value and not allow_empty:
         raise ValueError(f"parameter {name} is empty: give at least one value")
     for item in value:
         check_value(f"{name} values", item, kind, minimum=minimum)

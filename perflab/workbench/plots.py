@@ -402,23 +402,53 @@ def plot_dashboard(series: pd.DataFrame, *, incident_t: float | None = None) -> 
     return fig
 
 
-def plot_user_sweep(summary: pd.DataFrame, parameters: Sequence[str], metric: str = "seconds") -> Figure:
-    """A user's sweep: ``metric`` against the first parameter, one line per setting of the
-    others (and per host, for a sweep on a cluster), with the spread of every point."""
-    fig, (ax,) = _figure(1, width=6.5, height=4.2)
+def plot_user_sweep(
+    summary: pd.DataFrame, parameters: Sequence[str], *, chosen: Mapping[str, Any] | None = None
+) -> Figure:
+    """A user's sweep: every metric the function returned (``seconds`` first), one panel
+    each, against the first parameter, one line per setting of the others (and per host,
+    for a sweep on a cluster), with the spread of every point; the recommended setting is
+    marked with a star and a dashed line."""
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(summary["metric"]))
+    columns = min(len(metrics), 3)
+    rows_of_panels = -(-len(metrics) // columns)
+    fig, grid = plt.subplots(
+        rows_of_panels,
+        columns,
+        figsize=(5.2 * columns, 3.8 * rows_of_panels),
+        layout="constrained",
+        squeeze=False,
+    )
+    axes = list(grid.flat)
     x, others = parameters[0], list(parameters[1:])
     if HOST_COLUMN in summary.columns:
         others.append(HOST_COLUMN)
-    groups = summary.groupby(others, sort=False) if others else [((), summary)]
-    for key, rows in groups:
-        label = ", ".join(
-            f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,), strict=True)
-        )
-        line_with_spread(ax, rows, x, metric, label=label or metric)
     numeric = summary[x].map(lambda v: isinstance(v, int | float)).all()
-    if numeric and summary[x].min() > 0 and summary[x].max() / summary[x].min() >= 8:
-        ax.set_xscale("log")
-    ax.set(xlabel=x, ylabel=f"{metric} per call", title=f"{metric} by {x} (median, IQR band, min-max)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    log_x = numeric and summary[x].min() > 0 and summary[x].max() / summary[x].min() >= 8
+    for ax, metric in zip(axes, metrics, strict=False):
+        groups = summary.groupby(others, sort=False) if others else [((), summary)]
+        for key, rows in groups:
+            values = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{k}={v}" for k, v in zip(others, values, strict=True))
+            line_with_spread(ax, rows, x, metric, label=label or None)
+        if chosen is not None:
+            picked = summary[summary["metric"] == metric]
+            for name, value in chosen.items():
+                picked = picked[picked[name] == value]
+            ax.axvline(chosen[x], color="0.3", linestyle="--", linewidth=1)
+            ax.plot(picked[x], picked["median"], marker="*", markersize=14, color="gold", markeredgecolor="k",
+                    linestyle="none", label="recommended", zorder=5)  # fmt: skip
+        if log_x:
+            ax.set_xscale("log")
+        ax.set(xlabel=x, ylabel=metric, title=f"{metric} by {x}")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "median, IQR band, min-max" + ("; star: the recommended setting" if chosen else ""), fontsize=9
+    )
     return fig

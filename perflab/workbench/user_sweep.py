@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab._validate import check_grid as _check_grid
-from perflab._validate import check_int, check_str, parse_literal
+from perflab._validate import check_int, check_number, check_str, parse_literal
+from perflab.measure.decision import Constraint, CostOrder, Decision, UntilDecided
 from perflab.measure.metadata import collect_metadata
-from perflab.measure.results import SUMMARY_COLUMNS, Results, metric_columns, summarize
-from perflab.measure.sweep import Adaptive, RunFailed, SweepInterrupted, asweep, facts_of, sweep
+from perflab.measure.results import HOST_COLUMN, SUMMARY_COLUMNS, Results, metric_columns, summarize
+from perflab.measure.sweep import RunFailed, SweepInterrupted, asweep, facts_of, sweep
 from perflab.workbench import findings
 from perflab.workbench.metrics import METRICS, Metric
 
@@ -49,8 +50,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TIMED_METRIC",
+    "Plan",
     "TargetFailed",
     "check_grid",
+    "decision_of",
     "load_target",
     "parse_grid",
     "run_sweep",
@@ -150,9 +153,10 @@ def _failed(exc: BaseException) -> RunFailed:
     return RunFailed.of(exc)
 
 
-def _timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _timed(fn: Callable[..., Any], cooldown: float = 0.0) -> Callable[..., Any]:
     """``fn`` timed: returns its metrics (``seconds`` and any numbers it returned), or a
-    :class:`RunFailed` naming what went wrong in this run (a cluster worker returns it too)."""
+    :class:`RunFailed` naming what went wrong in this run (a cluster worker returns it too).
+    ``cooldown`` seconds pass after each call, untimed, so a server's state settles."""
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
 
         @functools.wraps(fn)
@@ -163,6 +167,9 @@ def _timed(fn: Callable[..., Any]) -> Callable[..., Any]:
                 return _metrics(time.perf_counter() - started, result)
             except (Exception, SystemExit) as exc:
                 return _failed(exc)
+            finally:
+                if cooldown:
+                    await asyncio.sleep(cooldown)
 
         return timed_async
 
@@ -178,22 +185,81 @@ def _timed(fn: Callable[..., Any]) -> Callable[..., Any]:
             return _metrics(time.perf_counter() - started, result)
         except (Exception, SystemExit) as exc:
             return _failed(exc)
+        finally:
+            if cooldown:
+                time.sleep(cooldown)
 
     return timed
 
 
-def _options(repeat: int, adaptive: bool, name: str) -> dict[str, Any]:
-    check_int("repeat", repeat, minimum=1)
-    # Five repeats at least: fewer cannot give a Mann-Whitney verdict against a neighbour.
-    rule = Adaptive(TIMED_METRIC, min_repeat=min(5, repeat)) if adaptive and repeat >= 2 else None
-    return {"repeat": repeat, "warmup": 1, "progress": False, "name": name, "adaptive": rule}
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """How ``perflab sweep`` runs and decides: the repeats (at most ``repeat`` a setting,
+    following the decision when ``adaptive``), the order of runs, the cooldown after each,
+    and the decision's objective, constraints and cost order
+    (:mod:`perflab.measure.decision`)."""
+
+    repeat: int = 12
+    adaptive: bool = True
+    order: Literal["interleaved", "grouped"] = "interleaved"
+    cooldown: float = 0.0
+    objective: str = f"{TIMED_METRIC}:min"
+    constraints: tuple[str, ...] = ()
+    cheaper: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_int("repeat", self.repeat, minimum=1)
+        if self.order not in ("interleaved", "grouped"):
+            raise ValueError(f"order must be 'interleaved' or 'grouped', got {self.order!r}")
+        check_number("cooldown", self.cooldown, minimum=0)
+        if isinstance(self.constraints, str) or isinstance(self.cheaper, str):
+            raise TypeError("constraints and cheaper must be lists of text, e.g. ['rejected==0']")
+        self.rule(None)  # a bad objective, constraint or cost order names itself now
+
+    def rule(self, parameters: Sequence[str] | None) -> UntilDecided:
+        """The decision rule; with the grid's ``parameters``, a cost order must name one."""
+        cheaper = [CostOrder.parse(text) for text in self.cheaper]
+        for cost in cheaper if parameters is not None else ():
+            if cost.parameter not in parameters:  # type: ignore[operator]
+                raise ValueError(
+                    f"--cheaper {cost.parameter!r} is not a parameter of the grid: {list(parameters or [])}"
+                )
+        return UntilDecided(
+            self.objective,
+            [Constraint.parse(text) for text in self.constraints],
+            cheaper or None,
+            min_repeat=max(2, min(5, self.repeat)),
+        )
+
+
+def _options(plan: Plan, name: str, parameters: Sequence[str]) -> dict[str, Any]:
+    rule = plan.rule(parameters) if plan.adaptive and plan.repeat >= 2 else None
+    return {
+        "repeat": plan.repeat,
+        "warmup": 1,
+        "progress": False,
+        "name": name,
+        "adaptive": rule,
+        "order": plan.order,
+    }
 
 
 async def sweep_target(
-    fn: Callable[..., Any], grid: Mapping[str, Sequence[Any]], *, repeat: int = 12, adaptive: bool = True
+    fn: Callable[..., Any], grid: Mapping[str, Sequence[Any]], *, plan: Plan | None = None
 ) -> pd.DataFrame:
-    """Sweep ``fn`` over ``grid`` inside the running loop (a notebook); see the module docstring."""
-    return await asweep(_timed(fn), grid, **_options(repeat, adaptive, _name(fn)))
+    """Sweep ``fn`` over ``grid`` inside the running loop (a notebook); see the module
+    docstring. The frame's facts hold the decision (``facts_of(frame).decision``)."""
+    plan = plan or Plan()
+    frame = await asweep(_timed(fn, plan.cooldown), grid, **_options(plan, _name(fn), list(grid)))
+    return frame
+
+
+def decision_of(frame: pd.DataFrame, parameters: Sequence[str], plan: Plan) -> Decision:
+    """The decision the sweep's repeats followed, or (fixed repeats) the plan's on the frame."""
+    facts = facts_of(frame)
+    if facts is not None and facts.decision is not None:
+        return facts.decision
+    return plan.rule(parameters).decide(frame, parameters)
 
 
 def _name(fn: Any) -> str:
@@ -270,8 +336,7 @@ def run_sweep(
     spec: str,
     grid: Mapping[str, Sequence[Any]],
     *,
-    repeat: int = 12,
-    adaptive: bool = True,
+    plan: Plan | None = None,
     out: str | os.PathLike[str] | None = None,
     reports_dir: str | os.PathLike[str] = "reports",
     loop: Literal["asyncio", "uvloop"] = "asyncio",
@@ -279,12 +344,17 @@ def run_sweep(
     cluster: Cluster | None = None,
 ) -> SweepRun:
     """``perflab sweep``: sweep the target and write a report folder like a notebook
-    run's (results.json/csv, summary.csv, figure, summary.json, index.html). With
+    run's (results.json/csv, summary.csv, figures, summary.json, index.html), deciding as
+    ``plan`` says (default: the cheapest setting within 5% of the fastest). With
     ``cluster`` every run is a task on it (:mod:`perflab.measure.cluster`). Ctrl-C saves the runs
     that finished (results.json/csv) and raises :class:`~perflab.measure.sweep.SweepInterrupted`;
     a run that fails is recorded (``SweepRun.failures``); :class:`TargetFailed` if all did."""
 
+    plan = plan or Plan()
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a Plan, got {type(plan).__name__}")
     fn = load_target(spec)
+    plan.rule(list(grid))  # a cost order naming no parameter fails before any run
     if loop not in ("asyncio", "uvloop"):
         raise ValueError(f"loop must be 'asyncio' or 'uvloop', got {loop!r}")
     if cluster is not None and loop != "asyncio":
@@ -299,8 +369,8 @@ def run_sweep(
     saved = directory / name
     log = _open_run_log(saved)  # before the first run: a folder we cannot write fails now
     started = time.perf_counter()
-    timed = _timed(fn)
-    options = _options(repeat, adaptive, name)
+    timed = _timed(fn, plan.cooldown)
+    options = _options(plan, name, list(grid))
     guard = _CtrlC()
     frame: pd.DataFrame | None = None
     try:
@@ -320,7 +390,7 @@ def run_sweep(
         metadata = collect_metadata()  # once for the run: its results files and run.json
         with guard.held():  # the measurements first: even a first Ctrl-C waits for them
             _save_results(frame, saved, name, list(grid), {"target": spec, "failed_runs": failed}, metadata)
-        return _publish_sweep(frame, directory, name, spec, grid, loop, started, failed, metadata)
+        return _publish_sweep(frame, directory, name, spec, grid, loop, started, failed, metadata, plan)
     except KeyboardInterrupt as stop:  # SweepInterrupted too
         guard.install()
         guard.interrupted = True
@@ -437,6 +507,7 @@ def _publish_sweep(
     started: float,
     failed: list[dict[str, Any]],
     metadata: dict[str, Any],
+    plan: Plan,
 ) -> SweepRun:
     from perflab.workbench.notebook import publish
     from perflab.workbench.plots import plot_user_sweep
@@ -446,13 +517,16 @@ def _publish_sweep(
     facts = facts_of(frame)
     repeats = dict(facts.repeats) if facts is not None and facts.repeats is not None else None
     summary = summarize(frame, parameters)
-    finding = findings.user_sweep(summary, frame, parameters, target=spec)
+    hosts = HOST_COLUMN in frame.columns and frame[HOST_COLUMN].nunique() > 1
+    decision = None if hosts else decision_of(frame, parameters, plan)
+    finding = findings.user_sweep(summary, frame, parameters, target=spec, decision=decision)
     if failed:  # a failing point is not in the ranking: say so where the finding is read
         lines = "; ".join(failure_lines(failed))
         finding = dataclasses.replace(
             finding, conclusion=f"{finding.conclusion} **Failed runs** (not ranked): {lines}."
         )
-    figure = plot_user_sweep(summary, parameters)
+    chosen = dict(decision.chosen) if decision is not None and decision.chosen is not None else None
+    figure = plot_user_sweep(summary, parameters, chosen=chosen)
     publish(
         directory / name,
         name,
@@ -466,6 +540,8 @@ def _publish_sweep(
             "loop": loop,
             "repeats": repeats,
             "failed_runs": failed,
+            "plan": dataclasses.asdict(plan),
+            "decision": None if decision is None else decision.as_dict(),
         },
         metrics=user_metrics(frame, parameters),
         summary=summary,
