@@ -114,7 +114,7 @@ def test_one_rejection_in_one_repeat_makes_a_setting_infeasible() -> None:
     assert verdict.status == "infeasible"
     assert "rejected 1 in a repeat" in verdict.reason
     assert decision.chosen == {"pool": 16}
-    assert "pool=8 rejected 1 in a repeat (needs rejected == 0)" in decision.text()
+    assert "Ruled out by the limits: pool=8: rejected 1 in a repeat (needs rejected == 0)" in decision.text()
 
 
 def test_nothing_feasible_recommends_nothing_and_says_what_each_broke() -> None:
@@ -170,7 +170,7 @@ def test_a_higher_is_better_objective_and_a_cost_order_by_another_parameter() ->
     assert decision.chosen == {"level": 1, "workers": 2}
     worst = decision.verdict({"level": 9, "workers": 1})
     assert worst.status == "worse"
-    assert worst.loss == pytest.approx(17.0, rel=0.01)  # 200 / (100 / 9) - 1
+    assert worst.change == pytest.approx(100 / 9 / 200 - 1, rel=0.01)  # 94% lower than the chosen
 
 
 def test_text_values_are_cheaper_in_the_order_the_sweep_listed_them() -> None:
@@ -215,3 +215,33 @@ def test_parsing_round_trips() -> None:
     assert Constraint.parse(" p99_ms <= 50 ") == Constraint("p99_ms", "<=", 50.0)
     assert str(Constraint.parse("rejected==0")) == "rejected == 0"
     assert CostOrder.parse("level:desc") == CostOrder("level", ascending=False)
+
+
+def test_scenarios_get_a_decision_each_and_a_constraint_may_name_a_parameter() -> None:
+    rng = np.random.default_rng(11)
+
+    def measure(pool: int, latency: str, seed: int) -> dict[str, float]:
+        # Slow calls need more workers: the knee is at 4 (fast) and at 16 (slow).
+        knee = 4 if latency == "fast" else 16
+        return {"throughput": min(pool, knee) * 100.0 * float(np.exp(rng.normal(0, 0.02)))}
+
+    rule = UntilDecided("throughput:max", [f"pool<={16}"], by=["latency"], min_repeat=3)
+    frame = sweep(
+        measure,
+        {"pool": [1, 4, 16, 32], "latency": ["fast", "slow"]},
+        repeat=10,
+        warmup=0,
+        progress=False,
+        seed_param="seed",
+        adaptive=rule,
+    )
+    decisions = facts_of(frame).decisions
+    assert list(decisions) == ["latency=fast", "latency=slow"]
+    assert decisions["latency=fast"].chosen == {"pool": 4}
+    assert decisions["latency=slow"].chosen == {"pool": 16}
+    assert decisions["latency=slow"].scenario == {"latency": "slow"}
+    # 32 is as fast as 16 on slow calls, but past the limit named on the parameter.
+    assert decisions["latency=slow"].verdict({"pool": 32}).status == "infeasible"
+    assert facts_of(frame).decision is None  # several: ask for them by scenario
+    with pytest.raises(ValueError, match="use decisions"):
+        rule.decide(frame, ["pool", "latency"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from perflab import knee, summarize
+from perflab import UntilDecided, summarize
 from perflab.measure.analysis import compare_groups
 from perflab.workbench import findings
 from perflab.workbench.io_experiments import reader_ratios
@@ -35,27 +35,35 @@ BASELINES = pd.DataFrame(
 
 
 def taskpool_finding(throughput: dict[int, float], rejected: dict[int, float]) -> findings.Finding:
-    summary = summarize(pool_frame(throughput, rejected), ["max_concurrent", "latency"])
-    knees = {"constant:20": knee(summary, "max_concurrent", "throughput", where={"latency": "constant:20"})}
-    return findings.taskpool(summary, BASELINES, knees, server_cap=8, knee_fraction=0.95)
+    frame = pool_frame(throughput, rejected)
+    summary = summarize(frame, ["max_concurrent", "latency"])
+    rule = UntilDecided("throughput:max", ["rejected_per_s==0", "max_concurrent<=8"], by=["latency"])
+    decisions = rule.decisions(frame, ["max_concurrent", "latency"])
+    return findings.taskpool(summary, BASELINES, decisions, server_cap=8)
 
 
-def test_taskpool_says_more_workers_only_draw_429s_when_they_do() -> None:
+def test_taskpool_recommends_the_smallest_pool_near_the_best_that_draws_no_429() -> None:
     flat = taskpool_finding({4: 200.0, 8: 400.0, 16: 401.0, 32: 402.0}, {4: 0, 8: 0, 16: 30, 32: 90})
-    assert (
-        "From 16 concurrent calls the server's cap of 8 answers 429s: more workers (up to 32) gained "
-        "at most +0.2% throughput while 429s rose from 30/s to 90/s" in flat.conclusion
-    )
     assert flat.recommended == {"max_concurrent": 8}
+    assert (
+        "From 16 concurrent calls the server's cap of 8 answers 429s (30/s at 16, 90/s at 32)"
+        in flat.conclusion
+    )
+    assert "max_concurrent=16: rejected_per_s 30 in a repeat (needs rejected_per_s == 0)" in flat.conclusion
+    assert "The nearest cheaper setting, max_concurrent=4, is 50% lower on throughput" in flat.conclusion
     assert flat.key_value is not None and flat.key_value.value == pytest.approx(400.4, rel=1e-3)
+    assert flat.decision is not None and flat.decision["chosen"] == {"max_concurrent": 8}
 
 
-def test_taskpool_reports_a_gain_past_the_first_429_instead_of_denying_it() -> None:
+def test_taskpool_never_recommends_a_pool_that_drew_a_429() -> None:
     rising = taskpool_finding({4: 200.0, 8: 300.0, 16: 400.0, 32: 800.0}, {4: 0, 8: 5, 16: 30, 32: 90})
-    assert "still gained +166.7% throughput" in rising.conclusion
-    assert "only" not in rising.conclusion
+    assert rising.recommended == {"max_concurrent": 4}
+    assert "max_concurrent=8: rejected_per_s 5 in a repeat" in rising.conclusion
     quiet = taskpool_finding({4: 200.0, 8: 400.0}, {4: 0, 8: 0})
     assert "No setting drew 429s" in quiet.conclusion
+    broken = taskpool_finding({4: 200.0, 8: 400.0}, {4: 1, 8: 3})
+    assert broken.recommended == {}
+    assert broken.conclusion.startswith("With latency `constant:20`: No recommendation: no setting meets")
 
 
 def rate_summary(rejected: dict[tuple[float, int], float]) -> pd.DataFrame:

@@ -126,7 +126,7 @@ def test_the_cli_recommends_the_fastest_setting_that_meets_the_constraints(workl
         "max_concurrent=8: the cheapest setting within 5% of the best on seconds (min) while rejected == 0"
     )
     assert chosen in printed
-    assert "max_concurrent=16 rejected 16 in a repeat (needs rejected == 0)" in printed
+    assert "max_concurrent=16: rejected 16 in a repeat (needs rejected == 0)" in printed
     summary = orjson.loads((out / "send" / "summary.json").read_bytes())
     assert summary["recommended"] == {"max_concurrent": 8}
     results = Results.load(out / "send" / "results.json")

@@ -163,8 +163,8 @@ Status = Literal["chosen", "infeasible", "unclear", "worse", "open", "within", "
 class SettingVerdict:
     """One setting as the decision saw it, in cost order.
 
-    ``loss`` is how much worse than the chosen setting its objective median is (0.31 means
-    31% worse; negative means better), with ``loss_ci``; ``within`` the probability that it
+    ``change`` is how its objective median differs from the chosen setting's (+0.31: 31%
+    higher; -0.2: 20% lower), with a 95% ``change_ci``; ``within`` the probability that it
     is within the zone of the best feasible setting; ``feasible`` the probability that it
     meets every constraint. ``status``: chosen; infeasible; unclear (feasibility not yet
     known); worse (significantly, beyond the zone); open (could still be within); within
@@ -173,8 +173,8 @@ class SettingVerdict:
     point: Mapping[str, Any]
     n: int
     median: float
-    loss: float
-    loss_ci: tuple[float, float]
+    change: float
+    change_ci: tuple[float, float]
     within: float
     feasible: float
     status: Status
@@ -183,7 +183,7 @@ class SettingVerdict:
     contender: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "point": dict(self.point), "loss_ci": list(self.loss_ci)}
+        return {**dataclasses.asdict(self), "point": dict(self.point), "change_ci": list(self.change_ci)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -210,6 +210,8 @@ class Decision:
     indistinguishable: tuple[Mapping[str, Any], ...]
     settings: tuple[SettingVerdict, ...]
     why: str
+    #: the values of the scenario parameters this decision was made for (``UntilDecided.by``)
+    scenario: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def verdict(self, point: Mapping[str, Any]) -> SettingVerdict:
         """The verdict on ``point``."""
@@ -240,10 +242,11 @@ class Decision:
             "indistinguishable": [dict(p) for p in self.indistinguishable],
             "settings": [s.as_dict() for s in self.settings],
             "why": self.why,
+            "scenario": dict(self.scenario),
         }
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per setting, cheapest first: the point, n, median, loss and CI, the
+        """One row per setting, cheapest first: the point, n, median, change and CI, the
         probabilities, status and reason."""
         import pandas as pd
 
@@ -254,9 +257,9 @@ class Decision:
                     **dict(s.point),
                     "n": s.n,
                     "median": s.median,
-                    "loss": s.loss,
-                    "loss_low": s.loss_ci[0],
-                    "loss_high": s.loss_ci[1],
+                    "change": s.change,
+                    "change_low": s.change_ci[0],
+                    "change_high": s.change_ci[1],
                     "within": s.within,
                     "feasible": s.feasible,
                     "status": s.status,
@@ -266,16 +269,16 @@ class Decision:
         return pd.DataFrame(rows)
 
     def text(self, describe: Callable[[Mapping[str, Any]], str] | None = None) -> str:
-        """The decision in words, e.g. "**buffer_size=65536** ...: buffer_size=262144 is
-        within 2% of it; buffer_size=16384 is 31% worse (CI 28-34%)"."""
+        """The decision in words, e.g. "**buffer_size=65536**: ... It could not be told apart
+        from buffer_size=262144 (+1%); the nearest cheaper, buffer_size=16384, is 31% lower on
+        mb_per_s (CI 28-34%)". ``describe`` names a setting (default ``name=value, ...``)."""
         name = describe or _describe
-        zone = f"{self.zone:.0%}"
         limits = f" while {', '.join(map(str, self.constraints))}" if self.constraints else ""
         if self.chosen is None:
             return f"No recommendation: {self.why}"
         chosen = self.verdict(self.chosen)
         head = (
-            f"**{name(self.chosen)}**: the cheapest setting within {zone} of the best on "
+            f"**{name(self.chosen)}**: the cheapest setting within {self.zone:.0%} of the best on "
             f"{self.objective.metric} ({self.objective.direction}){limits}; PCS {self.pcs:.0%} "
             f"after {chosen.n} repeats"
         )
@@ -284,13 +287,22 @@ class Decision:
         twins = [self.verdict(p) for p in self.indistinguishable]
         if twins:
             parts.append(
-                "could not be told apart from "
-                + ", ".join(f"{name(t.point)} ({_signed_pct(t.loss)})" for t in twins)
+                "It could not be told apart from "
+                + ", ".join(f"{name(t.point)} ({_signed_pct(t.change)})" for t in twins)
+                + "."
             )
-        ruled = [s for s in self.settings if s.status in ("worse", "infeasible")]
-        if ruled:
-            parts.append("ruled out: " + "; ".join(f"{name(s.point)} {s.reason}" for s in ruled))
-        return head + ("" if not parts else " It " + "; ".join(parts) + ".")
+        rank = next(i for i, s in enumerate(self.settings) if s.status == "chosen")
+        cheaper = [s for s in self.settings[:rank] if s.status == "worse"]
+        if cheaper:
+            nearest = cheaper[-1]
+            further = f" ({len(cheaper) - 1} cheaper ones further off)" if len(cheaper) > 1 else ""
+            parts.append(f"The nearest cheaper setting, {name(nearest.point)}, {nearest.reason}{further}.")
+        broken = [s for s in self.settings if s.status == "infeasible"]
+        if broken:
+            shown = "; ".join(f"{name(s.point)}: {s.reason}" for s in broken[:3])
+            more = f"; and {len(broken) - 3} more" if len(broken) > 3 else ""
+            parts.append(f"Ruled out by the limits: {shown}{more}.")
+        return " ".join([head, *parts])
 
 
 def decide(
@@ -315,7 +327,11 @@ def decide(
 class UntilDecided:
     """A sweep's ``adaptive=``: after ``min_repeat`` repeats of every setting, repeat only
     the settings that could still change the decision (see :meth:`Decision.open_points`),
-    until it is settled or the sweep's ``repeat`` is reached."""
+    until it is settled or the sweep's ``repeat`` is reached.
+
+    ``by`` names grid parameters that are scenarios, not settings (the latency a pool
+    faces, the size of a file): one decision is made for each of their values, over the
+    other parameters."""
 
     objective: str | Objective
     constraints: Sequence[str | Constraint] = ()
@@ -323,21 +339,46 @@ class UntilDecided:
     zone: float = 0.05
     confidence: float = 0.95
     min_repeat: int = 3
+    by: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         check_int("min_repeat", self.min_repeat, minimum=2)
+        if isinstance(self.by, str):
+            raise TypeError(f"by must be a list of parameter names, got {self.by!r}")
         _Rule.of(["_"], self.objective, self.constraints, [], self.zone, self.confidence)
 
     def metrics(self) -> tuple[str, ...]:
-        """The metrics the decision reads: the objective's, then the constraints'."""
+        """The columns the decision reads: the objective's, then the constraints'."""
         rule = _Rule.of(["_"], self.objective, self.constraints, [], self.zone, self.confidence)
         return tuple(dict.fromkeys([rule.objective.metric, *(c.metric for c in rule.constraints)]))
 
     def decide(self, frame: pd.DataFrame, parameters: Sequence[str]) -> Decision:
-        rule = _Rule.of(
+        """The decision over ``parameters`` (without ``by``: use :meth:`decisions`)."""
+        if self.by:
+            raise ValueError(f"this rule decides by {list(self.by)}: use decisions()")
+        return self._rule(parameters).decide(frame)
+
+    def decisions(self, frame: pd.DataFrame, parameters: Sequence[str]) -> dict[str, Decision]:
+        """One decision per value of ``by`` (keyed ``"latency=lognormal"``; ``""`` without
+        ``by``), each over the parameters that are not in ``by``."""
+        if not self.by:
+            return {"": self.decide(frame, parameters)}
+        lacking = [name for name in self.by if name not in parameters]
+        if lacking:
+            raise ValueError(f"by names {lacking[0]!r}, which is not a parameter: {list(parameters)}")
+        settings = [p for p in parameters if p not in self.by]
+        rule = self._rule(settings)
+        out = {}
+        for key, part in frame.groupby(list(self.by), sort=False):
+            values = key if isinstance(key, tuple) else (key,)
+            scenario = dict(zip(self.by, map(_scalar, values), strict=True))
+            out[_describe(scenario)] = dataclasses.replace(rule.decide(part), scenario=scenario)
+        return out
+
+    def _rule(self, parameters: Sequence[str]) -> _Rule:
+        return _Rule.of(
             parameters, self.objective, self.constraints, self.cheaper, self.zone, self.confidence
         )
-        return rule.decide(frame)
 
 
 # --------------------------------------------------------------------------- the rule
@@ -409,7 +450,7 @@ class _Rule:
         pcs = float(within[chosen] * feasible[chosen][0])
         verdicts, open_cheaper = [], []
         for i, point in enumerate(groups.points):
-            loss, ci = groups.loss_against(worse, i, chosen)
+            change, ci = groups.change_against(worse, i, chosen)
             probability, reason = feasible[i]
             contender = False
             if i == chosen:
@@ -423,14 +464,17 @@ class _Rule:
                 contender = i < chosen
             elif within[i] < alpha:
                 status = "worse"
-                reason = f"is {_pct(loss)} {_word(loss)} (CI {_pct_range(ci)})"
+                metric = self.objective.metric
+                reason = f"is {_pct(change)} {_word(change)} on {metric} (CI {_pct_range(ci)})"
             elif i < chosen:
                 status = "open"
-                reason = f"is {within[i]:.0%} likely within {self.zone:.0%} of the best ({_signed_pct(loss)})"
+                reason = (
+                    f"is {within[i]:.0%} likely within {self.zone:.0%} of the best ({_signed_pct(change)})"
+                )
                 contender = True
             else:
                 status = "within" if within[i] >= self.confidence else "pricier"
-                reason = f"{_signed_pct(loss)} (CI {_signed_pct(ci[0])} to {_signed_pct(ci[1])})"
+                reason = f"{_signed_pct(change)} (CI {_signed_pct(ci[0])} to {_signed_pct(ci[1])})"
             if contender and i != chosen:
                 open_cheaper.append(i)
             contender = contender or (i in met and best_of[i] >= alpha)
@@ -439,7 +483,7 @@ class _Rule:
                     point,
                     groups.counts[i],
                     groups.medians[i],
-                    loss,
+                    change,
                     ci,
                     float(within[i]),
                     probability,
@@ -480,14 +524,13 @@ class _Rule:
                 medians = _resampled_medians(samples, index, rng)
                 held = float(np.mean(_OPERATORS[constraint.op](medians, constraint.bound)))
                 low, high = np.percentile(medians, [2.5, 97.5])
-                figure = (
-                    f"{constraint.metric} {_figure(float(np.median(finite)))} "
-                    f"[{_figure(low)}-{_figure(high)}] (needs {constraint})"
-                )
+                spread = f" [{_figure(low)}-{_figure(high)}]" if low != high else ""
+                middle = _figure(float(np.median(finite)))
+                figure = f"{constraint.metric} {middle}{spread} (needs {constraint})"
             probability *= held
             if held < self.confidence:
                 reasons.append(figure)
-        return probability, "; ".join(reasons)
+        return probability, " and ".join(reasons)
 
     def _nothing_feasible(
         self, groups: _Groups, feasible: list[tuple[float, str]], broken: set[int]
@@ -622,20 +665,20 @@ class _Groups:
             return 1 / median if median > 0 else math.inf
         return median
 
-    def loss_against(self, worse: np.ndarray, i: int, chosen: int) -> tuple[float, tuple[float, float]]:
-        """How much worse setting ``i`` is than ``chosen`` (0.31: 31% worse), with a 95% CI."""
-        a, b = self.worse_median(i), self.worse_median(chosen)
-        if b > 0 and math.isfinite(b):
-            loss = a / b - 1
-        else:
-            loss = 0.0 if a == b else math.inf
+    def change_against(self, worse: np.ndarray, i: int, chosen: int) -> tuple[float, tuple[float, float]]:
+        """Setting ``i``'s objective median relative to ``chosen``'s (+0.31: 31% higher),
+        with a 95% CI from the resamples."""
+        a, b = self.medians[i], self.medians[chosen]
+        change = a / b - 1 if b != 0 and math.isfinite(b) and math.isfinite(a) else math.nan
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = worse[i] / worse[chosen] - 1
-        ratios = ratios[np.isfinite(ratios)]
+            ratios = worse[i] / worse[chosen]
+            if self.rule.objective.direction == "max":  # "worse" holds 1 / median
+                ratios = 1 / ratios
+        ratios = ratios[np.isfinite(ratios)] - 1
         if ratios.size == 0:
-            return float(loss), (math.nan, math.nan)
+            return float(change), (math.nan, math.nan)
         low, high = np.percentile(ratios, [2.5, 97.5])
-        return float(loss), (float(low), float(high))
+        return float(change), (float(low), float(high))
 
 
 def _resampled_medians(values: np.ndarray, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -678,7 +721,7 @@ def _describe(point: Mapping[str, Any]) -> str:
 
 
 def _figure(value: float) -> str:
-    return f"{value:.4g}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def _pct(value: float) -> str:
@@ -693,9 +736,9 @@ def _pct_range(ci: tuple[float, float]) -> str:
     return f"{_signed_pct(low)} to {_signed_pct(high)}"
 
 
-def _word(loss: float) -> str:
-    return "worse" if loss >= 0 else "better"
+def _word(change: float) -> str:
+    return "higher" if change >= 0 else "lower"
 
 
-def _signed_pct(loss: float) -> str:
-    return f"{'+' if loss >= 0 else '-'}{_pct(loss)}"
+def _signed_pct(change: float) -> str:
+    return f"{'+' if change >= 0 else '-'}{_pct(change)}"

@@ -145,8 +145,8 @@ class _Rows:
         self.failed: list[dict[str, Any]] = []  # runs whose fn failed (RunFailed)
         self.settle: Callable[[], None] | None = None  # waits for runs still out on a cluster
         self.on_run: Callable[[dict[str, Any]], None] | None = None
-        self.decision: Decision | None = None  # the last one, when repeats follow a decision
-        self.required: tuple[str, ...] = ()  # metrics that decision needs
+        self.decisions: dict[str, Decision] = {}  # the last ones, when repeats follow decisions
+        self.required: tuple[str, ...] = ()  # metrics those decisions need
 
     def check(self, point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
         if not isinstance(metrics, Mapping):
@@ -263,7 +263,7 @@ def _adaptive_runs(
         if rows.settle is not None:
             rows.settle()
         if rows.rows:
-            rows.decision = adaptive.decide(pd.DataFrame(rows.rows), list(points[0]))
+            rows.decisions = adaptive.decisions(pd.DataFrame(rows.rows), list(points[0]))
 
 
 def _still_open(points: list[dict[str, Any]], rows: _Rows, adaptive: Adaptive | UntilDecided) -> list[int]:
@@ -277,9 +277,12 @@ def _still_open(points: list[dict[str, Any]], rows: _Rows, adaptive: Adaptive | 
         rows.settle()
     if not rows.rows:
         return list(range(len(points)))
-    decision = adaptive.decide(pd.DataFrame(rows.rows), list(points[0]))
-    rows.decision = decision
-    wanted = [dict(point) for point in decision.open_points()]
+    rows.decisions = adaptive.decisions(pd.DataFrame(rows.rows), list(points[0]))
+    wanted = [
+        {**decision.scenario, **point}
+        for decision in rows.decisions.values()
+        for point in decision.open_points()
+    ]
     return [i for i, point in enumerate(points) if point in wanted]
 
 
@@ -301,7 +304,7 @@ def _schedule(
     if adaptive.min_repeat > repeat:
         raise ValueError(f"adaptive.min_repeat ({adaptive.min_repeat}) must be <= repeat ({repeat})")
     if isinstance(adaptive, UntilDecided):
-        rows.required = adaptive.metrics()
+        rows.required = tuple(m for m in adaptive.metrics() if m not in points[0])
     return _adaptive_runs(points, rows, repeat, warmup, adaptive, order == "grouped")
 
 
@@ -342,8 +345,9 @@ class SweepFacts:
     its label and ``missing`` lists the runs lost to dying workers (both on a cluster
     only); ``failed`` lists the runs whose ``fn`` failed (point, repeat, error);
     ``repeats`` is how many repeats each point took (keyed by ``"name=value, ..."``) when
-    they were adaptive, out of at most ``repeat_limit``; ``decision`` is the decision the
-    repeats followed (``adaptive=UntilDecided(...)``), made on every run."""
+    they were adaptive, out of at most ``repeat_limit``; ``decisions`` are the decisions
+    the repeats followed (``adaptive=UntilDecided(...)``, one per ``by`` scenario, keyed
+    ``"latency=x"``; ``""`` without), made on every run."""
 
     name: str
     parameters: tuple[str, ...]
@@ -353,7 +357,12 @@ class SweepFacts:
     failed: tuple[Mapping[str, Any], ...] = ()
     repeats: Mapping[str, int] | None = None
     repeat_limit: int | None = None
-    decision: Decision | None = None
+    decisions: Mapping[str, Decision] = dataclasses.field(default_factory=dict)
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision the repeats followed, when there was one (no ``by`` scenarios)."""
+        return self.decisions[""] if list(self.decisions) == [""] else None
 
     @property
     def adaptive_saving(self) -> tuple[int, int] | None:
@@ -372,7 +381,7 @@ class SweepFacts:
             "failed": [dict(run) for run in self.failed],
             "repeats": None if self.repeats is None else dict(self.repeats),
             "repeat_limit": self.repeat_limit,
-            "decision": None if self.decision is None else self.decision.as_dict(),
+            "decisions": {key: decision.as_dict() for key, decision in self.decisions.items()},
         }
 
 
@@ -399,7 +408,7 @@ def _frame(points: list[dict[str, Any]], rows: _Rows, name: str) -> pd.DataFrame
         failed=tuple(rows.failed),
         repeats=rows.repeats,
         repeat_limit=rows.repeat_limit if rows.repeats is not None else None,
-        decision=rows.decision,
+        decisions=dict(rows.decisions),
     )
     return frame
 

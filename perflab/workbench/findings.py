@@ -63,9 +63,24 @@ class Finding:
     recommended: dict[str, Any]
     conclusion: str
     key_value: KeyValue | None = None
+    #: how sure the recommendation is (:func:`decision_card`), for the report's card
+    decision: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def decision_card(decision: Decision, runs: int | None = None) -> dict[str, Any]:
+    """What the report card says of a decision: the choice, its PCS, whether it settled
+    (and if not, why), the settings it could not tell apart, and the runs it took."""
+    return {
+        "chosen": None if decision.chosen is None else dict(decision.chosen),
+        "pcs": round(decision.pcs, 4),
+        "settled": decision.settled,
+        "why": decision.why,
+        "indistinguishable": [dict(p) for p in decision.indistinguishable],
+        "runs": runs if runs is not None else sum(v.n for v in decision.settings),
+    }
 
 
 def _median(summary: pd.DataFrame, metric: str, **point: Any) -> float:
@@ -87,62 +102,55 @@ def _scalar(value: Any) -> Any:
 def taskpool(
     summary: pd.DataFrame,
     baselines: pd.DataFrame,
-    knees: Mapping[str, Knee],
+    decisions: Mapping[str, Decision],
     *,
     server_cap: int,
-    knee_fraction: float,
 ) -> Finding:
-    """The pool size at the knee of throughput for the last (hardest) latency, against one
-    call at a time (``baselines``: the tidy baseline sweep); what pool sizes past the first
-    429 bought."""
-    worst = list(knees)[-1]
-    best = knees[worst]
+    """The decision for the last (hardest) latency: the smallest pool within the zone of the
+    best throughput that draws no 429 and stays within the server's cap, against one call
+    at a time (``baselines``: the tidy baseline sweep); what larger pools drew."""
+    key = list(decisions)[-1]
+    decision = decisions[key]
+    worst = str(decision.scenario.get("latency", key))
     at = summary[summary["latency"] == worst]
     sequential = float(
         baselines[(baselines["baseline"] == "sequential") & (baselines["latency"] == worst)][
             "throughput"
         ].median()
     )
+    text = f"With latency `{worst}`: {decision.text(_setting)} "
     rejected = at[(at["metric"] == "rejected_per_s") & (at["median"] > 0)]
-    text = (
-        f"With latency `{worst}`, throughput reaches {knee_fraction:.0%} of its best "
-        f"({best.best_y:,.0f}/s at {best.best_x}) at **max_concurrent = {best.x}** "
-        f"({best.y:,.0f}/s, {best.y / sequential:,.1f}x one-at-a-time). "
-    )
     if rejected.empty:
         text += f"No setting drew 429s from the server's cap of {server_cap}. "
     else:
         first = int(rejected["max_concurrent"].min())
-        larger = sorted(int(x) for x in set(at["max_concurrent"]) if x > first)
-        base = _median(at, "throughput", max_concurrent=first)
-        text += f"From {first} concurrent calls the server's cap of {server_cap} answers 429s"
-        if larger:
-            top = larger[-1]
-            gain = max(_median(at, "throughput", max_concurrent=x) for x in larger) / base - 1
-            r_first = _median(at, "rejected_per_s", max_concurrent=first)
-            r_top = _median(at, "rejected_per_s", max_concurrent=top)
-            cpu_first = _median(at, "cpu_us_per_call", max_concurrent=first)
-            cpu_top = _median(at, "cpu_us_per_call", max_concurrent=top)
-            if gain < NO_GAIN and r_top > r_first:
-                text += (
-                    f": more workers (up to {top}) gained at most {gain:+.1%} throughput while 429s rose "
-                    f"from {r_first:,.0f}/s to {r_top:,.0f}/s and CPU per call from {cpu_first:,.0f} to "
-                    f"{cpu_top:,.0f} us. "
-                )
-            else:
-                text += (
-                    f"; more workers (up to {top}) still gained {gain:+.1%} throughput, with 429s at "
-                    f"{r_first:,.0f}/s -> {r_top:,.0f}/s. "
-                )
-        else:
-            text += ". "
-    text += f"Recommended: `TaskPool(max_concurrent={best.x})`."
+        top = int(at["max_concurrent"].max())
+        text += (
+            f"From {first} concurrent calls the server's cap of {server_cap} answers 429s "
+            f"({_median(at, 'rejected_per_s', max_concurrent=first):,.0f}/s at {first}, "
+            f"{_median(at, 'rejected_per_s', max_concurrent=top):,.0f}/s at {top}). "
+        )
+    if decision.chosen is None:
+        return Finding(
+            title="Task pool: concurrency against a capped API",
+            key_figure=f"no pool size met the limits ({worst})",
+            recommended={},
+            conclusion=text.strip(),
+            decision=decision_card(decision),
+        )
+    chosen = decision.verdict(decision.chosen)
+    pool = _scalar(decision.chosen["max_concurrent"])
+    text += (
+        f"It collects {chosen.median / sequential:,.1f}x what one call at a time does. "
+        f"Recommended: `TaskPool(max_concurrent={pool})`."
+    )
     return Finding(
         title="Task pool: concurrency against a capped API",
-        key_figure=f"{best.y:,.0f} req/s at max_concurrent={best.x} ({worst})",
-        recommended={"max_concurrent": _scalar(best.x)},
+        key_figure=f"{chosen.median:,.0f} req/s at max_concurrent={pool} ({worst})",
+        recommended={"max_concurrent": pool},
         conclusion=text,
-        key_value=KeyValue("throughput", {"max_concurrent": best.x, "latency": worst}, best.y),
+        key_value=KeyValue("throughput", {"max_concurrent": pool, "latency": worst}, chosen.median),
+        decision=decision_card(decision),
     )
 
 

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from perflab._validate import check_int, check_number, check_str
 from perflab.measure.analysis import aa_effects
+from perflab.measure.decision import Decision, UntilDecided
 from perflab.measure.results import Results, metric_columns
+from perflab.measure.sweep import facts_of
 from perflab.workbench.findings import Finding
 from perflab.workbench.metrics import Metric, directions, units
 from perflab.workbench.runs import write_finding, write_results
@@ -29,10 +31,12 @@ __all__ = [
     "check_list",
     "check_value",
     "conclusion",
+    "decisions_of",
     "per_setting",
     "publish",
     "remove_scratch",
     "scratch_dir",
+    "until_decided",
 ]
 
 _HINT = (
@@ -108,6 +112,29 @@ def remove_scratch() -> None:
     """Remove every scratch folder this kernel made."""
     while _SCRATCH:
         _SCRATCH.pop().cleanup()
+
+
+def until_decided(
+    repeat: int,
+    objective: str,
+    constraints: Sequence[str] = (),
+    **options: Any,
+) -> UntilDecided:
+    """The notebooks' decision rule for a sweep's ``adaptive=``: every setting is measured
+    ``min(3, repeat)`` times, then only the settings that could still change the decision
+    get more, up to ``repeat`` (see :class:`perflab.measure.decision.UntilDecided`)."""
+    check_int("parameter repeat", repeat, minimum=2)
+    return UntilDecided(objective, list(constraints), min_repeat=min(3, repeat), **options)
+
+
+def decisions_of(frame: pd.DataFrame) -> dict[str, Decision]:
+    """The decisions a sweep's repeats followed (one per scenario, ``""`` for none)."""
+    facts = facts_of(frame)
+    if facts is None or not facts.decisions:
+        raise ValueError(
+            "this frame is not a sweep whose repeats followed a decision (adaptive=UntilDecided)"
+        )
+    return dict(facts.decisions)
 
 
 def publish(

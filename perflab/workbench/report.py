@@ -428,9 +428,26 @@ _REPORT_STYLE = """
 .key { font-size: 1.1em; font-weight: 600; margin: 0.5em 0 0.3em; }
 .settings { margin: 0.2em 0 0.5em; padding-left: 1.2em; font-size: 0.92em; }
 .conclusion { font-size: 0.92em; }
+.decision { font-size: 0.85em; color: #2a6b2a; margin: 0.2em 0; }
+.decision.open { color: #9a5b00; }
 .files { font-size: 0.82em; color: #666; }
 @media (max-width: 800px) { .card { flex-direction: column; } .figure, .figure img { width: 100%; } }
 """
+
+
+def _decision_line(card: Mapping[str, Any] | None) -> str:
+    """How sure the card's recommendation is: PCS, settled or not, runs, ties."""
+    if not card:
+        return ""
+    esc = html.escape
+    state = "settled" if card.get("settled") else "not settled"
+    ties = card.get("indistinguishable") or []
+    tied = ", ".join(", ".join(f"{k}={v}" for k, v in point.items()) for point in ties)
+    line = f"PCS {float(card.get('pcs', 0)):.0%} · {state} · {card.get('runs', '?')} runs"
+    if tied:
+        line += f" · could not be told apart from: {tied}"
+    css = "decision" if card.get("settled") else "decision open"
+    return f'<p class="{css}">{esc(line)}</p>\n'
 
 
 def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
@@ -476,7 +493,7 @@ def write_index(report: ReportRun, metadata: dict[str, Any]) -> None:
 <h2>{title}</h2>
 <p class="meta">{esc(run.name)} · <span class="status">{esc(status)}</span> · {run.seconds:.1f} s{where}</p>
 <p class="key">{esc(str(summary.get("key_figure", "")))}</p>
-<ul class="settings">{settings}</ul>
+{_decision_line(summary.get("decision"))}<ul class="settings">{settings}</ul>
 <p class="conclusion">{_inline_markdown(str(summary.get("conclusion", "")))}</p>
 <p class="files">{" · ".join(links)}</p>
 </div>
