@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from perflab import UntilDecided, summarize
+from perflab import UntilDecided, decide, summarize
 from perflab.measure.analysis import compare_groups
 from perflab.workbench import findings
 from perflab.workbench.io_experiments import reader_ratios
@@ -66,27 +66,37 @@ def test_taskpool_never_recommends_a_pool_that_drew_a_429() -> None:
     assert broken.conclusion.startswith("With latency `constant:20`: No recommendation: no setting meets")
 
 
-def rate_summary(rejected: dict[tuple[float, int], float]) -> pd.DataFrame:
+def rate_finding(rejected: dict[tuple[float, int], float]) -> findings.Finding:
     rows = [
-        {"rate": rate, "burst": burst, "repeat": r, "rejected_per_s": value, "rate_error_pct": -0.5}
+        {
+            "rate": rate,
+            "burst": burst,
+            "repeat": r,
+            "achieved_rate": rate * (1 - 0.001 * r),
+            "rejected_per_s": value,
+            "rate_error_pct": -0.5,
+        }
         for (rate, burst), value in rejected.items()
         for r in range(3)
     ]
-    return summarize(pd.DataFrame(rows), ["rate", "burst"])
-
-
-def test_ratelimit_names_the_rates_above_the_limit_that_drew_no_429() -> None:
-    every = findings.ratelimit(
-        rate_summary({(100.0, 1): 0, (400.0, 1): 50, (400.0, 20): 60}), server_rate=300, server_burst=10
+    frame = pd.DataFrame(rows)
+    decision = decide(
+        frame, ["rate", "burst"], objective="achieved_rate:max", constraints=["rejected_per_s==0"]
     )
+    summary = summarize(frame, ["rate", "burst"])
+    return findings.ratelimit(summary, decision, server_rate=300, server_burst=10)
+
+
+def test_ratelimit_recommends_the_fastest_rate_that_drew_no_429_and_names_those_above_the_limit() -> None:
+    every = rate_finding({(100.0, 1): 0, (400.0, 1): 50, (400.0, 20): 60})
     assert "Every rate above the server's 300/s drew 429s with every burst measured" in every.conclusion
     assert every.recommended == {"rate": 100.0, "burst_size": 1}
-    spared = findings.ratelimit(
-        rate_summary({(100.0, 1): 0, (400.0, 1): 0, (400.0, 20): 60}), server_rate=300, server_burst=10
-    )
-    assert "these drew no 429 in the median run: 400/s burst 1" in spared.conclusion
-    assert "whatever the burst" not in spared.conclusion
+    spared = rate_finding({(100.0, 1): 0, (400.0, 1): 0, (400.0, 20): 60})
+    assert "these drew no 429 in any run: 400/s burst 1" in spared.conclusion
     assert spared.recommended == {"rate": 400.0, "burst_size": 1}
+    # The same rate with a smaller burst is as fast: the tie goes to the smaller burst.
+    tie = rate_finding({(200.0, 1): 0, (200.0, 5): 0})
+    assert tie.recommended == {"rate": 200.0, "burst_size": 1}
 
 
 def modes(frame_cost: float, large_cost: float) -> pd.DataFrame:

@@ -154,44 +154,40 @@ def taskpool(
     )
 
 
-def ratelimit(summary: pd.DataFrame, *, server_rate: float, server_burst: float) -> Finding:
-    """How far the achieved rate strays from its target, the fastest setting that drew no
-    429 in any run, and what rates past the server's limit and bursts past its burst drew."""
+def ratelimit(
+    summary: pd.DataFrame, decision: Decision, *, server_rate: float, server_burst: float
+) -> Finding:
+    """How far the achieved rate strays from its target; the decision (the lowest rate and
+    burst within the zone of the best achieved rate that draw no 429 in any run); what
+    rates past the server's limit and bursts past its burst drew."""
     error = summary[summary["metric"] == "rate_error_pct"]
     worst = error.iloc[int(error["median"].abs().to_numpy().argmax())]
     rejected = summary[summary["metric"] == "rejected_per_s"]
-    clean = rejected[rejected["max"] == 0]
-    safe = clean.sort_values(["rate", "burst"], ascending=[False, False]).iloc[0] if not clean.empty else None
     text = (
         f"Across the grid the achieved rate stays within {abs(worst['median']):.2f}% of its target "
-        f"(worst: rate {worst['rate']:g}, burst {int(worst['burst'])}). "
+        f"(worst: rate {worst['rate']:g}, burst {int(worst['burst'])}). {decision.text(_setting)} "
     )
-    if safe is not None:
-        text += (
-            f"The fastest setting that drew no 429 in any run is **rate {safe['rate']:g}/s with burst "
-            f"{int(safe['burst'])}**. "
-        )
-    else:
-        text += "Every setting drew 429s in some run: lower the rate. "
     above = rejected[rejected["rate"] > server_rate]
     if not above.empty:
-        spared = above[above["median"] == 0]
+        spared = above[above["max"] == 0]
         if spared.empty:
             text += f"Every rate above the server's {server_rate:g}/s drew 429s with every burst measured. "
         else:
             pairs = ", ".join(f"{r['rate']:g}/s burst {int(r['burst'])}" for _, r in spared.iterrows())
-            text += f"Above the server's {server_rate:g}/s, these drew no 429 in the median run: {pairs}. "
+            text += f"Above the server's {server_rate:g}/s, these drew no 429 in any run: {pairs}. "
     bursty = rejected[(rejected["rate"] <= server_rate) & (rejected["burst"] > server_burst)]
     if not bursty.empty:
-        hit = int((bursty["median"] > 0).sum())
+        hit = int((bursty["max"] > 0).sum())
         text += (
             f"Below the limit, {hit} of {len(bursty)} settings with a burst above the server's "
-            f"({server_burst:g}) drew 429s in the median run."
+            f"({server_burst:g}) drew 429s in some run."
         )
-    recommended = {"rate": float(safe["rate"]), "burst_size": int(safe["burst"])} if safe is not None else {}
     key = f"rate error within {abs(worst['median']):.2f}%"
-    if safe is not None:
-        key += f"; {safe['rate']:g}/s burst {int(safe['burst'])} draws no 429"
+    recommended: dict[str, Any] = {}
+    if decision.chosen is not None:
+        rate, burst = float(decision.chosen["rate"]), int(decision.chosen["burst"])
+        recommended = {"rate": rate, "burst_size": burst}
+        key += f"; {rate:g}/s burst {burst} draws no 429"
     return Finding(
         title="Rate limit: achieved rate, waits and 429s",
         key_figure=key,
@@ -202,6 +198,7 @@ def ratelimit(summary: pd.DataFrame, *, server_rate: float, server_burst: float)
             {"rate": float(worst["rate"]), "burst": _scalar(worst["burst"])},
             float(worst["median"]),
         ),
+        decision=decision_card(decision),
     )
 
 
