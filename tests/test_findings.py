@@ -215,3 +215,42 @@ def test_a_user_sweep_on_two_hosts_ranks_by_same_host_ratios() -> None:
     assert "fast 0.83x (faster); slow 0.83x (faster)" in result.conclusion
     assert result.key_value.point == {"max_concurrent": 4, "host": "fast"}
     assert result.key_value.value == 0.50125
+
+
+def test_batching_recommends_the_smallest_batch_with_the_fewest_calls_within_the_budget() -> None:
+    # (batch_size, flush_interval) -> (throughput, p99 ms, sink calls/s)
+    truth = {
+        (1, 0.02): (450.0, 360.0, 450.0),  # falls behind
+        (50, 0.005): (1000.0, 8.0, 200.0),
+        (50, 0.02): (1000.0, 25.0, 50.0),
+        (200, 0.02): (1000.0, 25.0, 50.0),  # as few calls as 50 / 0.02: the tie goes to 50
+        (200, 0.1): (1000.0, 110.0, 10.0),  # fewest calls, past the 50 ms budget
+    }
+    rows = [
+        {
+            "batch_size": b,
+            "flush_interval": f,
+            "repeat": r,
+            "throughput": t,
+            "item_p99_ms": p,
+            "sink_calls_per_s": c * (1 + 0.001 * r),
+        }
+        for (b, f), (t, p, c) in truth.items()
+        for r in range(4)
+    ]
+    frame = pd.DataFrame(rows)
+    decision = decide(
+        frame,
+        ["batch_size", "flush_interval"],
+        objective="sink_calls_per_s:min",
+        constraints=["throughput>=950", "item_p99_ms<=50"],
+        cheaper=["batch_size:asc", "flush_interval:asc"],
+    )
+    points = frame.groupby(["batch_size", "flush_interval"], as_index=False).median()
+    result = findings.batching(points, points.iloc[:2], decision, arrival_rate=1000, latency_budget_ms=50)
+    assert result.recommended == {"batch_size": 50, "flush_interval": 0.02}
+    assert "It could not be told apart from batch_size=200, flush_interval=0.02" in result.conclusion
+    assert (
+        "batch_size=200, flush_interval=0.1: item_p99_ms 110 (needs item_p99_ms <= 50)" in result.conclusion
+    )
+    assert "Batches of 1 land 450 items/s against 1,000 arriving" in result.conclusion

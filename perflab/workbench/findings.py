@@ -203,14 +203,16 @@ def ratelimit(
 
 
 def batching(
-    points: pd.DataFrame, front: pd.DataFrame, *, arrival_rate: float, latency_budget_ms: float
+    points: pd.DataFrame,
+    front: pd.DataFrame,
+    decision: Decision,
+    *,
+    arrival_rate: float,
+    latency_budget_ms: float,
 ) -> Finding:
-    """The cheapest setting (fewest sink calls) that keeps up with arrivals within the
-    latency budget; which settings fall behind."""
-    keeps_up = points[points["throughput"] >= 0.95 * arrival_rate]
-    within = keeps_up[keeps_up["item_p99_ms"] <= latency_budget_ms]
-    pool = within if not within.empty else keeps_up if not keeps_up.empty else points
-    choice = pool.sort_values(["sink_calls_per_s", "item_p99_ms"]).iloc[0]
+    """The decision (the smallest batch, then the shortest interval, within the zone of the
+    fewest sink calls among the settings that keep up within the latency budget); which
+    settings fall behind; the Pareto front. ``points`` holds the medians per setting."""
     slowest = points.sort_values("throughput").iloc[0]
     text = (
         f"{len(front)} of {len(points)} settings are on the Pareto front of throughput against "
@@ -224,24 +226,33 @@ def batching(
         )
     else:
         text += f"Every setting keeps up with {arrival_rate:,.0f} items/s arriving. "
-    setting = f"**batch_size={int(choice['batch_size'])}, flush_interval={choice['flush_interval']:g} s**"
-    if not within.empty:
-        text += (
-            f"The cheapest setting that keeps up within the {latency_budget_ms:g} ms budget is {setting}: "
+    text += decision.text(_setting)
+    if decision.chosen is None:
+        return Finding(
+            title="Batching: throughput against item latency",
+            key_figure=f"no setting keeps up within {latency_budget_ms:g} ms",
+            recommended={},
+            conclusion=text,
+            decision=decision_card(decision),
         )
-    else:
-        text += f"No setting meets the {latency_budget_ms:g} ms budget; the closest is {setting}: "
+    point = {
+        "batch_size": int(decision.chosen["batch_size"]),
+        "flush_interval": float(decision.chosen["flush_interval"]),
+    }
+    row = points[
+        (points["batch_size"] == point["batch_size"]) & (points["flush_interval"] == point["flush_interval"])
+    ].iloc[0]
     text += (
-        f"{choice['throughput']:,.0f} items/s, p99 {choice['item_p99_ms']:,.1f} ms, "
-        f"{choice['sink_calls_per_s']:,.0f} sink calls/s."
+        f" It lands {row['throughput']:,.0f} items/s at p99 {row['item_p99_ms']:,.1f} ms with "
+        f"{row['sink_calls_per_s']:,.0f} sink calls/s."
     )
-    point = {"batch_size": int(choice["batch_size"]), "flush_interval": float(choice["flush_interval"])}
     return Finding(
         title="Batching: throughput against item latency",
-        key_figure=f"{choice['throughput']:,.0f} items/s at p99 {choice['item_p99_ms']:,.1f} ms",
+        key_figure=f"{row['throughput']:,.0f} items/s at p99 {row['item_p99_ms']:,.1f} ms",
         recommended=dict(point),
         conclusion=text,
-        key_value=KeyValue("throughput", point, float(choice["throughput"])),
+        key_value=KeyValue("throughput", point, float(row["throughput"])),
+        decision=decision_card(decision),
     )
 
 
