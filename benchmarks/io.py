@@ -56,9 +56,8 @@ def bench_writers(records: list[dict], work: Path, times: int) -> None:
 
     def writer(buffer_size: int, max_writes: int = 10**9, many: bool = True) -> Callable[[], float]:
         if many:
-            return seconds_of(
-                lambda: write_experiment(records, out, buffer_size=buffer_size, max_writes=max_writes)
-            )
+            settings = {"buffer_size": buffer_size, "max_writes": max_writes, "floor": False}
+            return seconds_of(lambda: write_experiment(records, out, **settings))
 
         def one_by_one() -> None:
             with BufferedWriter(out, buffer_size=buffer_size, max_writes=max_writes) as w:

@@ -78,19 +78,26 @@ def test_over_200_seeded_sweeps_the_decision_is_feasible_and_inside_the_zone() -
     assert all(f.repeats["pool=1"] == 3 for f in facts)
 
 
-def test_with_fixed_repeats_the_decision_is_still_right_in_95_percent() -> None:
+def test_with_fixed_repeats_a_settled_decision_is_right_and_an_unsettled_one_says_so() -> None:
     decisions = [
-        decide(synthetic(seed), ["pool"], objective="seconds", constraints=["rejected==0"])
+        decide(synthetic(seed, noise=0.04), ["pool"], objective="seconds", constraints=["rejected==0"])
         for seed in range(200)
     ]
-    assert sum(correct(d.chosen) for d in decisions) >= 190
+    settled = [d for d in decisions if d.settled]
+    assert len(settled) >= 20
+    assert sum(correct(d.chosen) for d in settled) >= 0.95 * len(settled)
     assert not any(d.chosen == {"pool": 32} for d in decisions)
+    for d in decisions:
+        if not d.settled:
+            assert d.pcs < 0.95 and "not settled" in d.text()
 
 
 def test_a_tie_resolves_to_the_cheaper_setting() -> None:
     # 8, 16 and 32 take the same time; 32 is infeasible, and 8 is cheaper than 16.
     decisions = [
-        decide(synthetic(seed, noise=0.02), ["pool"], objective="seconds", constraints=["rejected==0"])
+        decide(
+            synthetic(seed, repeats=8, noise=0.02), ["pool"], objective="seconds", constraints=["rejected==0"]
+        )
         for seed in range(50)
     ]
     assert all(d.chosen == {"pool": 8} for d in decisions)

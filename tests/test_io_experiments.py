@@ -35,6 +35,7 @@ def test_write_experiment_writes_the_records_and_counts_its_write_calls(tmp_path
     flushes = -(-len(RAW) // 65536)  # a flush per 64 KiB reached, plus the rest at close
     assert flushes - 1 <= metrics["write_calls"] <= flushes + 1
     assert metrics["mb_per_s"] > 0 and metrics["records_per_s"] > 0
+    assert 0 < metrics["of_floor"] < 100  # the floor ran in the same run; the file is the writer's
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

@@ -19,10 +19,13 @@ numbers cancel):
   the best feasible setting. A setting is *significantly worse* when that probability is
   below 1 - confidence.
 
-The choice: the cheapest feasible setting that is more likely than not within the zone
-(so a tie goes to the cheaper setting); every cheaper setting is ruled out (infeasible or
-significantly worse, with the figure) or still open. The decision is *settled* when the
-chosen setting's PCS reaches ``confidence`` and nothing cheaper is open; otherwise it says
+The choice: the cheapest feasible setting that is not significantly worse than the best
+beyond the zone (so a tie goes to the cheaper setting); every cheaper setting is ruled out
+(infeasible or significantly worse, with the figure) or, when its feasibility is unclear,
+still open. The PCS is the probability that the chosen setting is feasible and truly
+within the zone; the decision is *settled* when it reaches ``confidence`` and nothing
+cheaper is open (a settled decision is right at least that often; an unsettled one says
+so, with its PCS); otherwise it says
 what is open, and :class:`UntilDecided` (a sweep's ``adaptive=``) repeats exactly those
 settings and the ones that could be the best. Nothing feasible: no recommendation, and the decision says
 what each setting broke.
@@ -173,6 +176,8 @@ class SettingVerdict:
     point: Mapping[str, Any]
     n: int
     median: float
+    #: the 95% CI of ``median`` (a bootstrap of the repeats)
+    median_ci: tuple[float, float]
     change: float
     change_ci: tuple[float, float]
     within: float
@@ -183,7 +188,12 @@ class SettingVerdict:
     contender: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "point": dict(self.point), "change_ci": list(self.change_ci)}
+        return {
+            **dataclasses.asdict(self),
+            "point": dict(self.point),
+            "median_ci": list(self.median_ci),
+            "change_ci": list(self.change_ci),
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -277,8 +287,10 @@ class Decision:
         if self.chosen is None:
             return f"No recommendation: {self.why}"
         chosen = self.verdict(self.chosen)
+        zone = f"{self.zone:.0%}"
+        how = f"within {zone} of" if self.settled else f"not shown to be over {zone} off"
         head = (
-            f"**{name(self.chosen)}**: the cheapest setting within {self.zone:.0%} of the best on "
+            f"**{name(self.chosen)}**: the cheapest setting {how} the best on "
             f"{self.objective.metric} ({self.objective.direction}){limits}; PCS {self.pcs:.0%} "
             f"after {chosen.n} repeats"
         )
@@ -442,9 +454,9 @@ class _Rule:
         np.add.at(best_of, winners, 1.0 / worse.shape[1])
         best = min(met, key=lambda i: (groups.worse_median(i), i))
         alpha = 1 - self.confidence
-        # The cheapest setting more likely than not within the zone (a tie goes to the
-        # cheaper one); settled once that is sure, and nothing cheaper could still be.
-        chosen = next((i for i in met if within[i] >= 0.5), None)
+        # The cheapest setting not significantly worse than the best beyond the zone (a
+        # tie goes to the cheaper one); settled once it is surely within the zone.
+        chosen = next((i for i in met if within[i] >= alpha), None)
         if chosen is None:  # many near-ties: the likeliest, the cheapest of equals
             chosen = max(met, key=lambda i: (within[i], -i))
         pcs = float(within[chosen] * feasible[chosen][0])
@@ -483,6 +495,7 @@ class _Rule:
                     point,
                     groups.counts[i],
                     groups.medians[i],
+                    groups.median_ci(worse, i),
                     change,
                     ci,
                     float(within[i]),
@@ -490,7 +503,7 @@ class _Rule:
                     status,
                     reason,
                     contender,
-                )  # fmt: skip
+                )
             )
         twins = tuple(groups.points[i] for i in met if i != chosen and within[i] >= alpha)
         settled = pcs >= self.confidence and not open_cheaper
@@ -544,6 +557,7 @@ class _Rule:
                     point,
                     groups.counts[i],
                     groups.medians[i],
+                    (math.nan, math.nan),
                     math.nan,
                     (math.nan, math.nan),
                     0.0,
@@ -551,7 +565,7 @@ class _Rule:
                     status,
                     reason,
                     status == "unclear",
-                )  # fmt: skip
+                )
             )
         unclear = [v for v in verdicts if v.status == "unclear"]
         limits = ", ".join(map(str, self.constraints))
@@ -664,6 +678,18 @@ class _Groups:
         if self.rule.objective.direction == "max":
             return 1 / median if median > 0 else math.inf
         return median
+
+    def median_ci(self, worse: np.ndarray, i: int) -> tuple[float, float]:
+        """The 95% CI of setting ``i``'s objective median, from its resamples."""
+        medians = worse[i]
+        if self.rule.objective.direction == "max":  # "worse" holds 1 / median
+            with np.errstate(divide="ignore"):
+                medians = 1 / medians
+        medians = medians[np.isfinite(medians)]
+        if medians.size == 0:
+            return (math.nan, math.nan)
+        low, high = np.percentile(medians, [2.5, 97.5])
+        return float(low), float(high)
 
     def change_against(self, worse: np.ndarray, i: int, chosen: int) -> tuple[float, tuple[float, float]]:
         """Setting ``i``'s objective median relative to ``chosen``'s (+0.31: 31% higher),

@@ -23,7 +23,6 @@ from perflab.workbench.io_experiments import READER_RATIOS
 if TYPE_CHECKING:
     import pandas as pd
 
-    from perflab.measure.analysis import Knee
 
 __all__ = [
     "Finding",
@@ -260,23 +259,36 @@ def batching(
 
 
 def writes(
-    summary: pd.DataFrame, ways: pd.DataFrame, best: Knee, *, max_writes: int, records: int
+    summary: pd.DataFrame, ways: pd.DataFrame, decision: Decision, *, max_writes: int, records: int
 ) -> Finding:
-    """The buffer size at the knee of write speed, against the floor and the usual ways;
-    what joining large chunks and fsync cost, as measured. ``ways`` is the tidy frame of
+    """The decision on the buffer size (the smallest within the zone of the best speed as a
+    share of the floor, measured in the same run), against the usual ways; what joining
+    large chunks and fsync cost, as measured. ``ways`` is the tidy frame of
     :func:`perflab.workbench.io_experiments.write_ways`."""
     medians = ways.groupby(["way", "chunk"], sort=False, as_index=False).median(numeric_only=True)
     by_way = medians.groupby("way", sort=False).first()
-    floor = float(by_way["mb_per_s"]["floor: serialize all + one write"])
     naive = float(by_way["records_per_s"]["json.dumps per record, unbuffered"])
     orjson_file = float(by_way["records_per_s"]["orjson per record, buffered file"])
-    chosen = _median(summary, "records_per_s", buffer_size=best.x, max_writes=max_writes)
-    faults_here = _median(summary, "minor_faults", buffer_size=best.x, max_writes=max_writes)
-    text = (
-        f"BufferedWriter reaches 95% of its best speed ({best.best_y:,.0f} MB/s) at "
-        f"**buffer_size = {best.x:,}** ({best.y:,.0f} MB/s, {best.y / floor:.2f}x the floor of "
-        f"serializing everything and writing once). It writes {chosen / naive:,.1f}x as many records "
-        "per second as `json.dumps` per unbuffered record and "
+    text = f"{decision.text(_setting)} "
+    if decision.chosen is None:
+        return Finding(
+            title="Buffered writes: buffer size against the floor",
+            key_figure="no buffer size could be chosen",
+            recommended={},
+            conclusion=text.strip(),
+            decision=decision_card(decision),
+        )
+    size = _scalar(decision.chosen["buffer_size"])
+    share = decision.verdict(decision.chosen)
+    low, high = share.median_ci
+    mb_s = _median(summary, "mb_per_s", buffer_size=size, max_writes=max_writes)
+    chosen = _median(summary, "records_per_s", buffer_size=size, max_writes=max_writes)
+    faults_here = _median(summary, "minor_faults", buffer_size=size, max_writes=max_writes)
+    text += (
+        f"At {size:,} bytes BufferedWriter writes {mb_s:,.0f} MB/s, {share.median:.2f}x the floor of "
+        f"serializing everything and writing once (timed moments before it in every run; "
+        f"median of {share.n}, 95% CI {low:.2f}-{high:.2f}). It writes {chosen / naive:,.1f}x as many "
+        "records per second as `json.dumps` per unbuffered record and "
         f"{chosen / orjson_file:.2f}x orjson per record into Python's buffered file. "
     )
     joins = medians[medians["way"] == "list + join"]
@@ -287,7 +299,7 @@ def writes(
         text += (
             f"Joining a list of lines into {int(worst['chunk']) // 1024:,} KiB chunks took "
             f"{worst['minor_faults']:,.0f} minor page faults per run ({per_record:.2f} per record; "
-            f"BufferedWriter at {best.x:,}: {faults_here:,.0f}) and ran at {worst['mb_per_s']:,.0f} MB/s. "
+            f"BufferedWriter at {size:,}: {faults_here:,.0f}) and ran at {worst['mb_per_s']:,.0f} MB/s. "
         )
     fsync = [w for w in by_way.index if "fsync=flush" in w]
     never = [w for w in by_way.index if "fsync=never" in w]
@@ -299,10 +311,11 @@ def writes(
         )
     return Finding(
         title="Buffered writes: buffer size against the floor",
-        key_figure=f"{best.y:,.0f} MB/s at buffer_size={best.x:,} ({best.y / floor:.2f}x the floor)",
-        recommended={"buffer_size": _scalar(best.x), "max_writes": int(max_writes)},
+        key_figure=f"{mb_s:,.0f} MB/s at buffer_size={size:,} ({share.median:.2f}x the floor)",
+        recommended={"buffer_size": size, "max_writes": int(max_writes)},
         conclusion=text.strip(),
-        key_value=KeyValue("mb_per_s", {"buffer_size": best.x, "max_writes": max_writes}, best.y),
+        key_value=KeyValue("of_floor", {"buffer_size": size, "max_writes": max_writes}, share.median),
+        decision=decision_card(decision),
     )
 
 
