@@ -203,7 +203,7 @@ def test_text_values_are_cheaper_in_the_order_the_sweep_listed_them() -> None:
         ),
         (lambda f: decide(f, ["pool"], objective="seconds", constraints=["rejected==x"]), "not a number"),
         (lambda f: decide(f, ["pool"], objective="seconds", constraints="rejected==0"), "must be a list"),
-        (lambda f: decide(f, ["pool"], objective="seconds", cheaper=["size"]), "not a parameter"),
+        (lambda f: decide(f, ["pool"], objective="seconds", cheaper=["size"]), "neither a parameter"),
         (lambda f: decide(f, ["pool"], objective="seconds", cheaper=["pool:up"]), "'asc' or 'desc'"),
         (lambda f: decide(f, ["pool"], objective="seconds", zone=2), "zone"),
         (lambda f: decide(f, ["pool"], objective="seconds", confidence=1.0), "confidence"),

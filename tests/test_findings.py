@@ -126,9 +126,19 @@ POINTS = pd.DataFrame(
 def test_compression_chooses_the_flush_mode_from_its_measured_cost(
     frame_cost: float, large_cost: float, mode: str, trend: str
 ) -> None:
+    frame = pd.DataFrame([{**row, "repeat": r} for row in POINTS.to_dict("records") for r in range(3)])
+    decision = decide(
+        frame,
+        ["codec"],
+        objective="saved_pct:max",
+        constraints=["compress_mb_s>=100"],
+        cheaper=["compress_mb_s:desc"],
+        zone=0.02,
+    )
     result = findings.compression(
         POINTS,
         POINTS.iloc[:1],
+        decision,
         pd.DataFrame(columns=["dominated", "by"]),
         modes(frame_cost, large_cost),
         {"4 KiB windows": [80.0, 82.0], "64 KiB windows": [75.0, 76.0]},
@@ -140,6 +150,7 @@ def test_compression_chooses_the_flush_mode_from_its_measured_cost(
     assert result.recommended == {"codec": "zstd", "compression_level": 3, "flush_mode": mode}
     assert f"({trend})" in result.conclusion
     assert "4 KiB windows promise 81.0%" in result.conclusion
+    assert "codec=gzip-6: compress_mb_s 40 (needs compress_mb_s >= 100)" in result.conclusion
 
 
 def test_reading_recommends_the_fastest_way_measured_for_each_task() -> None:

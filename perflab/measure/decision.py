@@ -140,7 +140,9 @@ class Constraint:
 @dataclasses.dataclass(frozen=True, slots=True)
 class CostOrder:
     """Which settings are cheaper: by ``parameter``, ascending (fewer workers, a smaller
-    buffer, a lower rate) or descending. Several are compared in turn."""
+    buffer, a lower rate) or descending. Several are compared in turn. A metric may stand
+    for the cost where no parameter says it (``compress_mb_s:desc``: the faster codec is
+    the cheaper), ranked by each setting's median."""
 
     parameter: str
     ascending: bool = True
@@ -429,11 +431,6 @@ class _Rule:
         limits = tuple(c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints)
         order = tuple(c if isinstance(c, CostOrder) else CostOrder.parse(c) for c in cheaper or ())
         order = order or (CostOrder(parameters[0]),)
-        for cost in order:
-            if cost.parameter not in parameters:
-                raise ValueError(
-                    f"cheaper names {cost.parameter!r}, which is not a parameter: {list(parameters)}"
-                )
         return cls(tuple(parameters), goal, limits, order, float(zone), float(confidence))
 
     def decide(self, frame: pd.DataFrame) -> Decision:
@@ -616,7 +613,14 @@ class _Groups:
     @classmethod
     def of(cls, frame: pd.DataFrame, rule: _Rule) -> _Groups:
         metric = rule.objective.metric
-        columns = list(dict.fromkeys([metric, *(c.metric for c in rule.constraints)]))
+        by_metric = [c.parameter for c in rule.cost_order if c.parameter not in rule.parameters]
+        columns = list(dict.fromkeys([metric, *(c.metric for c in rule.constraints), *by_metric]))
+        for cost in rule.cost_order:
+            if cost.parameter not in frame.columns:
+                raise ValueError(
+                    f"cheaper names {cost.parameter!r}, which is neither a parameter {list(rule.parameters)} "
+                    "nor a metric of the sweep"
+                )
         missing = [c for c in [*rule.parameters, *columns] if c not in frame.columns]
         if missing:
             raise ValueError(f"the sweep has no column {missing[0]!r}; its columns: {list(frame.columns)}")
@@ -637,7 +641,11 @@ class _Groups:
         # some more than others) are resampled together: common random numbers cancel.
         paired = all(r and r == tuple(range(len(r))) for r in repeats)
         seen = {p: list(dict.fromkeys(frame[p].map(_scalar))) for p in rule.parameters}
-        order = sorted(range(len(points)), key=lambda i: _cost_key(rule.cost_order, points[i], seen))
+        costs = [
+            {**point, **{m: float(np.nanmedian(s[m])) for m in by_metric}}
+            for point, s in zip(points, samples, strict=True)
+        ]
+        order = sorted(range(len(points)), key=lambda i: _cost_key(rule.cost_order, costs[i], seen))
         return cls(rule, [points[i] for i in order], [samples[i] for i in order], paired)
 
     def __len__(self) -> int:
@@ -722,7 +730,8 @@ def _resampled_medians(values: np.ndarray, index: np.ndarray, rng: np.random.Gen
 def _cost_key(
     order: Sequence[CostOrder], point: Mapping[str, Any], seen: Mapping[str, list[Any]]
 ) -> tuple[Any, ...]:
-    """Cheapest first: numbers by value, other values in the order the sweep listed them."""
+    """Cheapest first: numbers (a parameter's, or a metric's median) by value, other values
+    in the order the sweep listed them."""
     key: list[Any] = []
     for cost in order:
         value = point[cost.parameter]

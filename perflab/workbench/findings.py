@@ -322,6 +322,7 @@ def writes(
 def compression(
     points: pd.DataFrame,
     front: pd.DataFrame,
+    decision: Decision,
     dominated_within: pd.DataFrame,
     modes: pd.DataFrame,
     windows: Mapping[str, Sequence[float]],
@@ -331,17 +332,26 @@ def compression(
     min_compress_mb_s: float,
     max_frame_cost: float,
 ) -> Finding:
-    """The best saving on the Pareto front at an acceptable speed; whether a frame per
+    """The decision (the fastest codec level within the zone of the best saving among those
+    that compress at ``min_compress_mb_s`` or more); whether a frame per
     flush (readable by standard tools after a crash) costs little enough against a sync
     flush (``max_frame_cost`` points of saving) at each buffer size; what samples promise.
     ``modes`` holds the medians by codec, buffer and mode."""
     import pandas as pd
 
-    fast = front[front["compress_mb_s"] >= min_compress_mb_s]
-    choice = (fast if not fast.empty else front).sort_values("saved_pct", ascending=False).iloc[0]
+    if decision.chosen is None:
+        return Finding(
+            title="Compression: codec and level for the log",
+            key_figure=f"no codec level compresses at >= {min_compress_mb_s:g} MB/s",
+            recommended={},
+            conclusion=decision.text(_setting),
+            decision=decision_card(decision),
+        )
+    choice = points[points["codec"] == decision.chosen["codec"]].iloc[0]
     text = (
-        f"On the Pareto front of saving against speed, the best saving at >= {min_compress_mb_s:g} MB/s is "
-        f"**{choice['codec']}**: {choice['saved_pct']:.1f}% saved at {choice['compress_mb_s']:,.0f} MB/s. "
+        f"{decision.text(_setting)} It saves {choice['saved_pct']:.1f}% at "
+        f"{choice['compress_mb_s']:,.0f} MB/s ({len(front)} levels are on the Pareto front of "
+        "saving against speed). "
     )
     beaten = "; ".join(f"{row.dominated} by {row.by}" for row in dominated_within.itertuples()) or "none"
     text += f"Within their own codec, beaten on both saving and speed: {beaten}. "
@@ -385,6 +395,7 @@ def compression(
         recommended={"codec": codec, "compression_level": int(level), "flush_mode": flush_mode},
         conclusion=text,
         key_value=KeyValue("saved_pct", {"codec": choice["codec"]}, float(choice["saved_pct"])),
+        decision=decision_card(decision),
     )
 
 

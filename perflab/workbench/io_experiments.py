@@ -462,10 +462,14 @@ def _codec_point(raw: bytes, chunk: int, codec: str) -> dict[str, float]:
     return codec_experiment(raw, codec=spec.codec, level=spec.level, chunk=chunk)
 
 
-def codec_sweep(raw: bytes, codecs: Sequence[str], *, chunk: int, repeat: int) -> pd.DataFrame:
-    """Every "codec-level" of ``codecs`` on ``raw`` in ``chunk``-byte frames, ``repeat`` times."""
+def codec_sweep(
+    raw: bytes, codecs: Sequence[str], *, chunk: int, repeat: int, adaptive: Any = None
+) -> pd.DataFrame:
+    """Every "codec-level" of ``codecs`` on ``raw`` in ``chunk``-byte frames, ``repeat`` times
+    (at most, with an ``adaptive`` rule such as :class:`~perflab.measure.decision.UntilDecided`)."""
     run = functools.partial(_codec_point, raw, chunk)
-    return sweep(run, {"codec": list(codecs)}, repeat=repeat, warmup=1, progress=False, name="compression")
+    grid = {"codec": list(codecs)}
+    return sweep(run, grid, repeat=repeat, warmup=1, progress=False, name="compression", adaptive=adaptive)
 
 
 #: CompressedWriter's flush modes, and "stream": one frame for the whole file.
