@@ -33,13 +33,11 @@ __all__ = [
     "monitoring",
     "profiler",
     "ratelimit",
+    "read_decisions",
     "reading",
     "taskpool",
     "writes",
 ]
-
-#: Throughput within this much of a smaller setting's counts as "no gain" (timing noise).
-NO_GAIN = 0.05
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -407,22 +405,48 @@ READ_TASKS = {
 }
 
 
-def reading(table: pd.DataFrame, compressed: pd.DataFrame, ratios: pd.DataFrame, *, records: int) -> Finding:
-    """For each task, the fastest way at the largest file (``records``), with its margin
-    over the runner-up; perflab's reader against the usual way at every size; what
-    compressed logs cost to read back. ``table`` is one row per (records, how) with
-    ``per_s``; ``compressed`` the medians by ``file``; ``ratios`` a
+def read_decisions(frame: pd.DataFrame, *, records: int) -> dict[str, Decision]:
+    """For each task of :data:`READ_TASKS`, the decision among its ways at ``records``: the
+    first listed way (the usual one) unless another is more than 5% faster."""
+    import pandas as pd
+
+    at = frame[frame["records"] == records]
+    decisions = {}
+    for task, ways in READ_TASKS.items():
+        rows = pd.concat([at[at["how"] == way] for way in ways if (at["how"] == way).any()])
+        decisions[task] = decide(rows, ["how"], objective="per_s:max")
+    return decisions
+
+
+def reading(
+    table: pd.DataFrame,
+    compressed: pd.DataFrame,
+    ratios: pd.DataFrame,
+    decisions: Mapping[str, Decision],
+    *,
+    records: int,
+) -> Finding:
+    """For each task, the decision at the largest file (``records``: the usual way unless
+    another is more than 5% faster, :func:`read_decisions`); perflab's reader against the
+    usual way at every size; what compressed logs cost to read back. ``table`` is one row
+    per (records, how) with ``per_s``; ``compressed`` the medians by ``file``; ``ratios`` a
     :func:`~perflab.workbench.io_experiments.reader_ratios` table."""
     at = table[table["records"] == records].set_index("how")["per_s"]
-    recommended, parts = {}, []
-    for task, ways in READ_TASKS.items():
-        speeds = at[[w for w in ways if w in at.index]].sort_values(ascending=False)
-        recommended[task] = str(speeds.index[0])
-        margin = speeds.iloc[0] / speeds.iloc[1] if len(speeds) > 1 else float("nan")
-        parts.append(
-            f"for {task}, **{speeds.index[0]}** ({speeds.iloc[0]:,.0f}/s, {margin:.2f}x {speeds.index[1]})"
+    recommended: dict[str, Any] = {}
+    parts = []
+    for task, decision in decisions.items():
+        if decision.chosen is None:
+            continue
+        way = str(decision.chosen["how"])
+        recommended[task] = way
+        chosen = decision.verdict(decision.chosen)
+        others = [v for v in decision.settings if v.status != "chosen"]
+        against = ", ".join(
+            f"{v.point['how']} {v.change:+.0%} (CI {v.change_ci[0]:+.0%} to {v.change_ci[1]:+.0%})"
+            for v in others
         )
-    text = f"On {records:,} records the fastest ways are: " + "; ".join(parts) + ". "
+        parts.append(f"for {task}, **{way}** ({chosen.median:,.0f}/s, PCS {decision.pcs:.0%}; {against})")
+    text = f"On {records:,} records: " + "; ".join(parts) + ". "
     sizes = []
     for size, rows in ratios.groupby("records"):
         cells = ", ".join(
@@ -443,6 +467,7 @@ def reading(table: pd.DataFrame, compressed: pd.DataFrame, ratios: pd.DataFrame,
     largest = ratios[ratios["records"] == records].set_index("ratio")["median"]
     lines_x, records_x, lookup_x = (float(largest[what]) for what, _, _ in READER_RATIOS)
     best_whole = recommended["whole logs"]
+    lowest = min(decisions.values(), key=lambda d: d.pcs)
     return Finding(
         title="Reading logs back: lines, records, random access",
         key_figure=(
@@ -452,6 +477,7 @@ def reading(table: pd.DataFrame, compressed: pd.DataFrame, ratios: pd.DataFrame,
         recommended=recommended,
         conclusion=text.strip(),
         key_value=KeyValue("per_s", {"records": records, "how": best_whole}, float(at[best_whole])),
+        decision=decision_card(lowest, runs=sum(v.n for d in decisions.values() for v in d.settings)),
     )
 
 
