@@ -90,7 +90,12 @@ def test_the_search_bisects_to_the_smallest_pool_that_meets_the_budget() -> None
     evaluate, calls = model()
     result = asyncio.run(
         search_cheapest(
-            evaluate, coarse_pools=[8, 32, 64], rates=[2000.0, 4000.0], budget_s=1.2, confirm_repeat=3
+            evaluate,
+            coarse_pools=[8, 32, 64],
+            rates=[2000.0, 4000.0],
+            budget_s=1.2,
+            confirm_repeat=3,
+            pool_step=1,
         )
     )
     # 20 s / pool <= 1.2 s from pool 17 on (the worst of 3 repeats, 2% slower, still fits).
@@ -107,6 +112,14 @@ def test_the_search_bisects_to_the_smallest_pool_that_meets_the_budget() -> None
         for row in result.rows
         if row["stage"] == "confirm" and row["pool_size"] == 17 and row["rate"] == 2000.0
     )
+    # In steps of 4 workers the answer is the next multiple of 4, and only those were tried.
+    stepped = asyncio.run(
+        search_cheapest(
+            model()[0], coarse_pools=[8, 32], rates=[4000.0], budget_s=1.2, confirm_repeat=3, pool_step=4
+        )
+    )
+    assert stepped.chosen is not None and stepped.chosen["pool_size"] == 20
+    assert all(row["pool_size"] % 4 == 0 for row in stepped.rows)
 
 
 def test_the_search_reports_nothing_when_no_setting_meets_the_budget() -> None:
@@ -168,3 +181,29 @@ def test_config_validation() -> None:
         CollectorConfig(codec="zstd")
     with pytest.raises(ValueError, match="pool_size must be >= 1, got 0"):
         CollectorConfig(pool_size=0)
+
+
+def test_the_confirmed_decision_takes_the_smallest_pool_whose_every_cycle_fits() -> None:
+    import pandas as pd
+
+    from perflab.workbench.tuning import confirmed_decision
+
+    rows = [
+        {
+            "stage": "confirm",
+            "pool_size": pool,
+            "rate": 4000.0,
+            "repeat": r,
+            "cycle_s": cycle,
+            "failed_per_cycle": 0.0,
+        }
+        for pool, cycles in ((16, (0.90, 0.99, 0.91)), (20, (0.80, 0.82, 0.81)), (24, (0.7, 0.7, 0.7)))
+        for r, cycle in enumerate(cycles)
+    ]
+    decision = confirmed_decision(pd.DataFrame(rows), budget_s=0.95)
+    # 16's median fits; one of its cycles did not, and every cycle must.
+    assert decision.chosen == {"pool_size": 20, "rate": 4000.0}
+    assert decision.verdict({"pool_size": 16, "rate": 4000.0}).reason == (
+        "cycle_s 0.99 in a repeat (needs max(cycle_s) <= 0.95)"
+    )
+    assert decision.settled

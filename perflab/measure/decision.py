@@ -93,19 +93,21 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|<|>)\s*(\S+)\s*$")
+_CONSTRAINT = re.compile(r"^\s*(?:(max|min)\(\s*)?([A-Za-z_][\w.]*)(?(1)\s*\))\s*(<=|>=|==|<|>)\s*(\S+)\s*$")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Constraint:
     """A limit a setting must respect: ``metric op bound``, e.g. ``rejected == 0``.
 
-    ``==`` must hold in every repeat; the others are judged on the median, with its
-    uncertainty (see the module docstring)."""
+    ``==`` must hold in every repeat, and so must any limit written on the worst repeat,
+    ``max(cycle_s) <= 0.95`` (``every=True``); the others are judged on the median, with
+    its uncertainty (see the module docstring)."""
 
     metric: str
     op: Literal["<=", ">=", "==", "<", ">"]
     bound: float
+    every: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
@@ -116,24 +118,33 @@ class Constraint:
 
     @classmethod
     def parse(cls, text: str) -> Constraint:
-        """``"rejected==0"``, ``"p99_ms <= 50"``."""
+        """``"rejected==0"``, ``"p99_ms <= 50"``, ``"max(cycle_s) <= 0.95"``."""
         match = _CONSTRAINT.match(str(text))
         if match is None:
             raise ValueError(
                 f"constraint {text!r} must be METRIC OP NUMBER with OP one of <=, >=, ==, <, > "
-                "(e.g. 'rejected==0', 'p99_ms<=50')"
+                "(e.g. 'rejected==0', 'p99_ms<=50', 'max(cycle_s)<=0.95')"
             )
-        metric, op, bound = match.groups()
+        worst, metric, op, bound = match.groups()
         try:
             number = float(bound)
         except ValueError:
             raise ValueError(f"constraint {text!r}: the bound {bound!r} is not a number") from None
-        return cls(metric, op, number)  # type: ignore[arg-type]
+        if worst and (worst == "max") != (op in ("<=", "<")):
+            raise ValueError(f"constraint {text!r}: bound max() from above, min() from below")
+        return cls(metric, op, number, every=bool(worst))  # type: ignore[arg-type]
+
+    @property
+    def every_repeat(self) -> bool:
+        """Whether every repeat must meet it (``==``, or a limit on the worst repeat)."""
+        return self.every or self.op == "=="
 
     def holds(self, value: float) -> bool:
         return bool(_OPERATORS[self.op](value, self.bound))
 
     def __str__(self) -> str:
+        if self.every and self.op != "==":
+            return f"{'max' if self.op in ('<=', '<') else 'min'}({self.metric}) {self.op} {self.bound:g}"
         return f"{self.metric} {self.op} {self.bound:g}"
 
 
@@ -526,9 +537,11 @@ class _Rule:
                 probability = 0.0
                 reasons.append(f"{constraint.metric} was not measured")
                 continue
-            if constraint.op == "==":
+            if constraint.every_repeat:
                 held = float(all(constraint.holds(v) for v in finite))
                 worst = finite[np.argmax(np.abs(finite - constraint.bound))]
+                if constraint.op != "==":
+                    worst = finite.max() if constraint.op in ("<=", "<") else finite.min()
                 figure = f"{constraint.metric} {_figure(worst)} in a repeat (needs {constraint})"
             else:
                 medians = _resampled_medians(samples, index, rng)

@@ -526,6 +526,7 @@ def profiler(
 def collector(
     searched: pd.DataFrame,
     chosen: Mapping[str, Any] | None,
+    decision: Decision,
     batches: pd.DataFrame,
     codecs: pd.DataFrame,
     *,
@@ -536,9 +537,17 @@ def collector(
     server_cap: int,
     server_rate: float,
 ) -> Finding:
-    """The cheapest configuration the search confirmed, what larger pools did against the
-    server's cap, and the batch size and codec chosen for it. ``searched`` holds one row
-    per measured cycle (stage, pool_size, rate, repeat, metrics)."""
+    """The cheapest configuration the search confirmed (``decision``: the same choice made
+    by :func:`~perflab.measure.decision.decide` over the confirmed candidates, with why each
+    cheaper one was ruled out), what larger pools did against the server's cap, and the
+    batch size and codec chosen for it. ``searched`` holds one row per measured cycle
+    (stage, pool_size, rate, repeat, metrics)."""
+    if chosen is not None and (
+        decision.chosen is None
+        or (int(decision.chosen["pool_size"]), float(decision.chosen["rate"]))
+        != (int(chosen["pool_size"]), float(chosen["rate"]))
+    ):
+        raise ValueError(f"the decision ({decision.chosen}) and the search ({dict(chosen)}) disagree")
     if chosen is None:
         text = (
             f"No configuration met {target_cycle_s:g} s per cycle with {required_margin:.0%} margin: "
@@ -551,6 +560,7 @@ def collector(
             key_figure=f"no configuration meets {target_cycle_s:g} s",
             recommended={},
             conclusion=text,
+            decision=decision_card(decision) if decision.settings else None,
         )
     pool, rate, worst = int(chosen["pool_size"]), float(chosen["rate"]), float(chosen["cycle_worst_s"])
     runs = int(chosen["repeats"])
@@ -565,6 +575,11 @@ def collector(
         f"{chosen_runs['rejected_share'].median():.1%} of calls answered 429 and "
         f"{chosen_runs['failed_per_cycle'].max():,.0f} symbols lost. "
     )
+    ruled = [v for v in decision.settings if v.status == "infeasible"]
+    if ruled:
+        text += (
+            "Confirmed and ruled out: " + "; ".join(f"{_setting(v.point)}: {v.reason}" for v in ruled) + ". "
+        )
     beyond = searched[searched["pool_size"] > server_cap]
     if not beyond.empty:
         share = beyond["rejected_share"].median()
@@ -602,6 +617,7 @@ def collector(
         key_value=KeyValue(
             "cycle_s", {"stage": str(chosen["stage"]), "pool_size": pool, "rate": rate}, worst, "max"
         ),
+        decision=decision_card(decision),
     )
 
 

@@ -28,6 +28,8 @@ from perflab.workbench.collector import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from perflab.measure.decision import Decision
+
 __all__ = [
     "Evaluate",
     "SearchResult",
@@ -35,6 +37,7 @@ __all__ = [
     "batch_sweep",
     "codec_costs",
     "collector_evaluator",
+    "confirmed_decision",
     "collector_recommendations",
     "measure_runs",
     "meets",
@@ -138,15 +141,19 @@ async def search_cheapest(
     rates: Sequence[float],
     budget_s: float,
     confirm_repeat: int,
+    pool_step: int = 2,
 ) -> SearchResult:
     """The smallest pool size, then the gentlest rate, whose worst cycle meets ``budget_s``.
 
     A coarse grid of pool size x rate, one cycle each; the pool size refined by bisection
-    at the fastest rate between the smallest coarse size that met the budget and the next
-    smaller one; candidates confirmed with ``confirm_repeat`` cycles each, stepping up the
-    pool size until one holds; then the gentlest rate that still holds at that size.
+    at the fastest rate, over multiples of ``pool_step``, between the smallest coarse size
+    that met the budget and the next smaller one; candidates confirmed with
+    ``confirm_repeat`` cycles each, stepping up the pool size until one holds; then the
+    gentlest rate that still holds at that size. A coarser ``pool_step`` keeps the answer
+    off a boundary that one noisy cycle moves (46 in one run, 48 in the next).
     """
     check_int("confirm_repeat", confirm_repeat, minimum=1)
+    check_int("pool_step", pool_step, minimum=1)
     if not coarse_pools or not rates:
         raise ValueError("coarse_pools and rates must each hold at least one value")
     rows: list[dict[str, Any]] = []
@@ -171,12 +178,13 @@ async def search_cheapest(
         return SearchResult(rows, None)
     high = passing[0]
     low = max((p for p in coarse_ok if p < high), default=0)
-    while high - low > 2:
-        middle = (low + high) // 2
+    steps = [p for p in range(low + 1, high) if p % pool_step == 0]
+    while steps:  # the smallest step that met the budget lies above every one that did not
+        middle = steps[len(steps) // 2]
         if await measure("refine", middle, fastest, 1, 0):
-            high = middle
+            high, steps = middle, [p for p in steps if p < middle]
         else:
-            low = middle
+            steps = [p for p in steps if p > middle]
     for pool in sorted({high, *passing}):
         if not await measure("confirm", pool, fastest, confirm_repeat, 100):
             continue
@@ -199,6 +207,23 @@ async def search_cheapest(
         }
         return SearchResult(rows, chosen)
     return SearchResult(rows, None)
+
+
+def confirmed_decision(rows: pd.DataFrame, *, budget_s: float) -> Decision:
+    """The search's choice as a decision over its confirmed candidates: the smallest pool,
+    then the gentlest rate, whose every cycle met ``budget_s`` and lost no symbol (any
+    cycle time that does counts: the zone is 100%)."""
+    from perflab.measure.decision import decide
+
+    confirmed = rows[rows["stage"] == "confirm"]
+    return decide(
+        confirmed if not confirmed.empty else rows,
+        ["pool_size", "rate"],
+        objective="cycle_s:min",
+        constraints=[f"max(cycle_s)<={budget_s}", "failed_per_cycle==0"],
+        cheaper=["pool_size:asc", "rate:asc"],
+        zone=1.0,
+    )
 
 
 def collector_evaluator(
