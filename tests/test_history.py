@@ -89,6 +89,14 @@ def write_run(reports: Path, host: str, run: int, throughput: float, seed: int, 
         "key_figure": "k",
         "conclusion": "c",
         "recommended": {"max_concurrent": recommended},
+        # Each run could not tell 16 from 32: a move between them is within the noise.
+        "decision": {
+            "chosen": {"max_concurrent": recommended},
+            "indistinguishable": [{"max_concurrent": 48 - recommended}],
+            "pcs": 0.7,
+            "settled": False,
+            "runs": 10,
+        },
     }
     (folder / "summary.json").write_bytes(orjson.dumps(summary))
 
@@ -136,6 +144,7 @@ def test_the_history_cli_writes_a_page_and_gates_on_regressions(
     text = page.read_text()
     assert "2 different hosts" in text and "Intel Xeon" in text and "AMD EPYC" in text
     assert "max_concurrent" in text  # the recommended setting that moved
+    assert "within the noise" in text  # 32 -> 16, which each run could not tell apart
     assert len(list((tmp_path / "history-figures").glob("*.png"))) == 2
     assert main(["history", str(reports), "--out", str(page), "--fail-on-regression", "30"]) == 0
     assert main(["history", str(tmp_path / "nothing")]) == 2
@@ -147,3 +156,28 @@ def test_compare_refuses_runs_from_two_hosts_unless_asked(reports: Path, capsys)
     assert main(["compare", str(a), str(b)]) == 2
     assert "different hosts" in capsys.readouterr().err
     assert main(["compare", str(a), str(b), "--cross-host"]) == 0
+
+
+def test_compare_shows_each_notebooks_decision_in_both_runs(reports: Path, capsys) -> None:
+    runs = sorted(reports.iterdir())
+    assert main(["compare", str(runs[0]), str(runs[1])]) == 0
+    assert "taskpool: max_concurrent=32: same" in capsys.readouterr().out
+    assert main(["compare", str(runs[4]), str(runs[5])]) == 0
+    assert (
+        "taskpool: max_concurrent=32 -> max_concurrent=16: moved (within the noise: each decision could "
+        "not tell the other's choice apart)"
+    ) in capsys.readouterr().out
+
+
+def test_a_move_between_decisions_that_do_not_overlap_is_a_real_move() -> None:
+    from perflab.workbench.findings import decision_move, move_text
+
+    def finding(chosen: int, ties: list[int]) -> dict[str, object]:
+        card = {"chosen": {"n": chosen}, "indistinguishable": [{"n": t} for t in ties]}
+        return {"recommended": {"n": chosen}, "decision": card}
+
+    moved = decision_move(finding(8, [16]), finding(32, []))
+    assert moved["status"] == "moved" and moved["overlap"] is False
+    assert move_text(moved) == "n=8 -> n=32: moved (the decisions' sets of ties do not overlap: a real move)"
+    assert decision_move(finding(8, []), finding(8, []))["status"] == "same"
+    assert decision_move({"recommended": {"n": 8}}, finding(16, []))["overlap"] is None

@@ -293,6 +293,25 @@ def _lab_against_observed(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_regression is not None and not worse.empty else 0
 
 
+def _print_decisions(run_a: str, run_b: str, names: Sequence[str]) -> None:
+    """Each notebook's recommendation in both runs: same, or moved (within the noise or not)."""
+    from perflab.workbench.findings import decision_move, move_text
+    from perflab.workbench.runs import load_finding
+
+    folders = [Path(run) for run in (run_a, run_b)]
+    if not all(folder.is_dir() for folder in folders):
+        return  # results files alone carry no recommendation
+    lines = []
+    for name in names:
+        before, after = (load_finding(folder / name) for folder in folders)
+        if before is None and after is None:
+            continue
+        lines.append(f"  {name}: {move_text(decision_move(before, after))}")
+    if lines:
+        print("\nrecommended settings, run A -> run B:")
+        print("\n".join(lines))
+
+
 def _compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -346,6 +365,7 @@ def _compare(args: argparse.Namespace) -> int:
         return 2
     table = pd.concat(tables, ignore_index=True)
     print(f"\nall notebooks: {_verdicts(table)}")
+    _print_decisions(args.run_a, args.run_b, shared)
     if args.fail_on_regression is not None:
         worse = table[
             (table["verdict"] == "slower") & ((table["ratio"] - 1).abs() * 100 >= args.fail_on_regression)

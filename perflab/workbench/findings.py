@@ -30,7 +30,9 @@ __all__ = [
     "batching",
     "collector",
     "compression",
+    "decision_move",
     "monitoring",
+    "move_text",
     "profiler",
     "ratelimit",
     "read_decisions",
@@ -760,6 +762,36 @@ def _user_sweep_on_hosts(
         conclusion=text.strip(),
         key_value=KeyValue(metric, {**point, HOST_COLUMN: hosts[0]}, float(row["median"].iloc[0])),
     )
+
+
+def decision_move(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Two runs' findings (``summary.json``) side by side: each recommendation, whether it
+    is the ``same`` or ``moved``, and for a move whether each decision's choice lies in
+    the other's set of settings it could not tell apart (``overlap``: the move is within
+    the noise; ``False``: the runs decided differently; None: no decision to compare)."""
+    was = dict((before or {}).get("recommended") or {})
+    now = dict((after or {}).get("recommended") or {})
+    status = "same" if was == now else "moved"
+    overlap = None
+    first, second = ((f or {}).get("decision") for f in (before, after))
+    if status == "moved" and first and second:
+        ties_first = [first.get("chosen"), *(first.get("indistinguishable") or [])]
+        ties_second = [second.get("chosen"), *(second.get("indistinguishable") or [])]
+        overlap = second.get("chosen") in ties_first or first.get("chosen") in ties_second
+    return {"before": was, "after": now, "status": status, "overlap": overlap}
+
+
+def move_text(move: Mapping[str, Any]) -> str:
+    """A :func:`decision_move` in words."""
+    was, now = _setting(move["before"]) or "nothing", _setting(move["after"]) or "nothing"
+    if move["status"] == "same":
+        return f"{now}: same"
+    text = f"{was} -> {now}: moved"
+    if move["overlap"] is True:
+        return text + " (within the noise: each decision could not tell the other's choice apart)"
+    if move["overlap"] is False:
+        return text + " (the decisions' sets of ties do not overlap: a real move)"
+    return text
 
 
 def _setting(point: Mapping[str, Any]) -> str:

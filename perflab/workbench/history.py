@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +138,8 @@ def analyze_history(runs: Sequence[RunRecord], *, min_effect: float = 0.03) -> H
     settings = []
     for run in runs:
         for notebook, finding in run.findings.items():
+            card = finding.get("decision") or {}
+            ties = [card.get("chosen"), *(card.get("indistinguishable") or [])] if card else []
             for name, value in (finding.get("recommended") or {}).items():
                 settings.append(
                     {
@@ -146,6 +149,8 @@ def analyze_history(runs: Sequence[RunRecord], *, min_effect: float = 0.03) -> H
                         "notebook": notebook,
                         "setting": name,
                         "value": str(value),
+                        "ties": json.dumps(ties, sort_keys=True, default=str),
+                        "chosen": json.dumps(card.get("chosen"), sort_keys=True, default=str),
                     }
                 )
     key_series: dict[tuple[str, str], tuple[str, str]] = {}
@@ -158,7 +163,9 @@ def analyze_history(runs: Sequence[RunRecord], *, min_effect: float = 0.03) -> H
     return History(
         trends,
         pd.DataFrame(changes, columns=[*_CHANGE_COLUMNS]),
-        pd.DataFrame(settings, columns=["host", "run", "time", "notebook", "setting", "value"]),
+        pd.DataFrame(
+            settings, columns=["host", "run", "time", "notebook", "setting", "value", "ties", "chosen"]
+        ),
         {run.host: run.host_label for run in runs},
         key_series,
     )
@@ -212,11 +219,14 @@ def setting_moves(settings: pd.DataFrame) -> pd.DataFrame:
     """The runs at which a notebook's recommended setting took a new value, per host."""
     import pandas as pd
 
-    moves = []
+    moves: list[dict[str, Any]] = []
+    columns = ["host", "notebook", "setting", "run", "time", "from", "to", "overlap"]
+    if settings.empty:
+        return pd.DataFrame(moves, columns=columns)
     for (host, notebook, setting), rows in settings.groupby(["host", "notebook", "setting"], sort=False):
-        previous = None
+        previous: Mapping[Any, Any] | None = None
         for row in rows.to_dict("records"):
-            if previous is not None and row["value"] != previous:
+            if previous is not None and row["value"] != previous["value"]:
                 moves.append(
                     {
                         "host": host,
@@ -224,12 +234,23 @@ def setting_moves(settings: pd.DataFrame) -> pd.DataFrame:
                         "setting": setting,
                         "run": row["run"],
                         "time": row["time"],
-                        "from": previous,
+                        "from": previous["value"],
                         "to": row["value"],
+                        "overlap": _overlap(previous, row),
                     }
                 )
-            previous = row["value"]
-    return pd.DataFrame(moves, columns=["host", "notebook", "setting", "run", "time", "from", "to"])
+            previous = row
+    return pd.DataFrame(moves, columns=columns)
+
+
+def _overlap(before: Mapping[Any, Any], after: Mapping[Any, Any]) -> bool | None:
+    """Whether either run's decision could not tell the other's choice apart (None: a run
+    without a decision)."""
+    ties_before, ties_after = (json.loads(r.get("ties") or "[]") for r in (before, after))
+    if not ties_before or not ties_after:
+        return None
+    chosen_before, chosen_after = (json.loads(r.get("chosen") or "null") for r in (before, after))
+    return chosen_after in ties_before or chosen_before in ties_after
 
 
 def write_history(history: History, out: str | os.PathLike[str]) -> Path:
@@ -298,10 +319,14 @@ def write_history(history: History, out: str | os.PathLike[str]) -> Path:
     moves = setting_moves(history.settings)
     move_rows = (
         "".join(
-            _row([m["host"], m["notebook"], m["setting"], m["from"], m["to"], m["run"], m["time"]])
+            _row(
+                [m["host"], m["notebook"], m["setting"], m["from"], m["to"], m["run"], m["time"]]
+                + [{True: "within the noise", False: "a real move"}.get(m["overlap"], "no decision")],
+                "worse" if m["overlap"] is False else "",
+            )
             for m in moves.to_dict("records")
         )
-        or "<tr><td colspan=7>No recommended setting moved.</td></tr>"
+        or "<tr><td colspan=8>No recommended setting moved.</td></tr>"
     )
     warning = ""
     if len(history.hosts) > 1:
@@ -318,7 +343,7 @@ test, kept when larger than the run-to-run noise and 3%</p>
 <table><tr>{_heads("host notebook point metric kind at_run before after change direction")}</tr>
 {change_rows}</table>
 <h2>Recommended settings: when they moved</h2>
-<table><tr>{_heads("host notebook setting from to run time")}</tr>{move_rows}</table>
+<table><tr>{_heads("host notebook setting from to run time decision")}</tr>{move_rows}</table>
 {"".join(sections)}"""
     body = html_page("perflab history", body, style="tr.worse td { background: #fde8e8; }\n")
     page.write_text(body, encoding="utf-8")
