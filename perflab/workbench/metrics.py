@@ -47,6 +47,7 @@ METRICS: dict[str, Metric] = {
     "seconds": Metric("s", "lower"),
     **_many("MB/s", "higher", "mb_per_s", "compress_mb_s", "decompress_mb_s"),
     "records_per_s": Metric("/s", "higher"),
+    "of_floor": Metric("x floor", "higher"),  # the writer's speed as a share of the floor's, same run
     "per_s": Metric("/s", "higher"),
     "write_calls": Metric("", "lower"),
     "minor_faults": Metric("", "lower"),
