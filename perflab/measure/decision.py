@@ -172,7 +172,7 @@ class CostOrder:
         return f"{self.parameter}:{'asc' if self.ascending else 'desc'}"
 
 
-Status = Literal["chosen", "infeasible", "unclear", "worse", "open", "within", "pricier"]
+Status = Literal["chosen", "infeasible", "unclear", "worse", "within", "pricier"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,8 +183,8 @@ class SettingVerdict:
     higher; -0.2: 20% lower), with a 95% ``change_ci``; ``within`` the probability that it
     is within the zone of the best feasible setting; ``feasible`` the probability that it
     meets every constraint. ``status``: chosen; infeasible; unclear (feasibility not yet
-    known); worse (significantly, beyond the zone); open (could still be within); within
-    (as good as the chosen, but dearer); pricier (dearer and not within)."""
+    known); worse (significantly, beyond the zone); within (surely within the zone, but
+    dearer than the chosen one); pricier (dearer, and not surely within)."""
 
     point: Mapping[str, Any]
     n: int
@@ -486,13 +486,7 @@ class _Rule:
                 status = "worse"
                 metric = self.objective.metric
                 reason = f"is {_pct(change)} {_word(change)} on {metric} (CI {_pct_range(ci)})"
-            elif i < chosen:
-                status = "open"
-                reason = (
-                    f"is {within[i]:.0%} likely within {self.zone:.0%} of the best ({_signed_pct(change)})"
-                )
-                contender = True
-            else:
+            else:  # dearer than the chosen one (every cheaper one is ruled out, or unclear)
                 status = "within" if within[i] >= self.confidence else "pricier"
                 reason = f"{_signed_pct(change)} (CI {_signed_pct(ci[0])} to {_signed_pct(ci[1])})"
             if contender and i != chosen:
