@@ -129,6 +129,7 @@ def test_the_cli_recommends_the_fastest_setting_that_meets_the_constraints(workl
     assert "max_concurrent=16: rejected 16 in a repeat (needs rejected == 0)" in printed
     summary = orjson.loads((out / "send" / "summary.json").read_bytes())
     assert summary["recommended"] == {"max_concurrent": 8}
+    assert summary["decision"]["chosen"] == {"max_concurrent": 8} and summary["decision"]["settled"]
     results = Results.load(out / "send" / "results.json")
     assert results.extra["plan"]["constraints"] == ["rejected==0"]
     assert results.extra["decision"]["chosen"] == {"max_concurrent": 8}

@@ -706,6 +706,7 @@ def user_sweep(
             key_figure="no setting met the constraints",
             recommended={},
             conclusion=text,
+            decision=decision_card(decision),
         )
     point = dict(decision.chosen)
     chosen = decision.verdict(point)
@@ -715,6 +716,7 @@ def user_sweep(
         recommended=point,
         conclusion=text,
         key_value=KeyValue(metric, point, float(chosen.median)),
+        decision=decision_card(decision),
     )
 
 
