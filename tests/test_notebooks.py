@@ -272,3 +272,15 @@ def test_a_negative_size_is_refused_with_its_name(tmp_path: Path) -> None:
     with pytest.raises(PapermillExecutionError) as caught:
         execute("batching", tmp_path, batch_sizes=[10, -1])
     assert "parameter batch_sizes values must be >= 1, got -1" in caught.value.evalue
+
+
+def test_a_memory_scratch_folder_is_on_the_ram_backed_file_system_and_goes_away() -> None:
+    from perflab.workbench.notebook import MEMORY_FS, remove_scratch, scratch_dir
+
+    folder = scratch_dir("memtest", memory=True)
+    on_disk = scratch_dir("disktest")
+    assert folder.is_dir() and on_disk.is_dir()
+    assert folder.parent == MEMORY_FS  # CI runs on Linux, which has /dev/shm
+    assert on_disk.parent != MEMORY_FS
+    remove_scratch()
+    assert not folder.exists() and not on_disk.exists()
