@@ -370,11 +370,11 @@ class UntilDecided:
         check_int("min_repeat", self.min_repeat, minimum=2)
         if isinstance(self.by, str):
             raise TypeError(f"by must be a list of parameter names, got {self.by!r}")
-        _Rule.of(["_"], self.objective, self.constraints, [], self.zone, self.confidence)
+        self._rule(["_"])  # a bad objective, constraint or cost order names itself now
 
     def metrics(self) -> tuple[str, ...]:
         """The columns the decision reads: the objective's, then the constraints'."""
-        rule = _Rule.of(["_"], self.objective, self.constraints, [], self.zone, self.confidence)
+        rule = self._rule(["_"])
         return tuple(dict.fromkeys([rule.objective.metric, *(c.metric for c in rule.constraints)]))
 
     def decide(self, frame: pd.DataFrame, parameters: Sequence[str]) -> Decision:

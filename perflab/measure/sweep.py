@@ -146,6 +146,7 @@ class _Rows:
         self.settle: Callable[[], None] | None = None  # waits for runs still out on a cluster
         self.on_run: Callable[[dict[str, Any]], None] | None = None
         self.decisions: dict[str, Decision] = {}  # the last ones, when repeats follow decisions
+        self.decided_on = 0  # how many rows they were made on
         self.required: tuple[str, ...] = ()  # metrics those decisions need
 
     def check(self, point: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
@@ -258,12 +259,18 @@ def _adaptive_runs(
     rows.repeats = {_key(point): n for point, n in zip(points, taken, strict=True)}
     rows.repeat_limit = repeat
     if isinstance(adaptive, UntilDecided):  # on every run, the last round's too
-        import pandas as pd
+        _decide(points, rows, adaptive)
 
-        if rows.settle is not None:
-            rows.settle()
-        if rows.rows:
-            rows.decisions = adaptive.decisions(pd.DataFrame(rows.rows), list(points[0]))
+
+def _decide(points: list[dict[str, Any]], rows: _Rows, adaptive: UntilDecided) -> None:
+    """The decisions on every row landed so far (made again only when rows were added)."""
+    import pandas as pd
+
+    if rows.settle is not None:
+        rows.settle()
+    if rows.rows and rows.decided_on != len(rows.rows):
+        rows.decisions = adaptive.decisions(pd.DataFrame(rows.rows), list(points[0]))
+        rows.decided_on = len(rows.rows)
 
 
 def _still_open(points: list[dict[str, Any]], rows: _Rows, adaptive: Adaptive | UntilDecided) -> list[int]:
@@ -271,13 +278,9 @@ def _still_open(points: list[dict[str, Any]], rows: _Rows, adaptive: Adaptive | 
     if isinstance(adaptive, Adaptive):
         samples = rows.samples(points, adaptive.metric)
         return [i for i, more in enumerate(adaptive.unsettled(samples)) if more]
-    import pandas as pd
-
-    if rows.settle is not None:
-        rows.settle()
+    _decide(points, rows, adaptive)
     if not rows.rows:
         return list(range(len(points)))
-    rows.decisions = adaptive.decisions(pd.DataFrame(rows.rows), list(points[0]))
     wanted = [
         {**decision.scenario, **point}
         for decision in rows.decisions.values()
@@ -287,14 +290,9 @@ def _still_open(points: list[dict[str, Any]], rows: _Rows, adaptive: Adaptive | 
 
 
 def _schedule(
-    points: list[dict[str, Any]],
-    runs: list[tuple[dict[str, Any], int | None]],
-    rows: _Rows,
-    repeat: int,
-    warmup: int,
-    adaptive: Adaptive | UntilDecided | None,
-    order: str,
+    points: list[dict[str, Any]], runs: Runs, rows: _Rows, options: _Options
 ) -> Iterator[tuple[dict[str, Any], int | None]]:
+    repeat, adaptive = options.repeat, options.adaptive
     if adaptive is None:
         return iter(runs)
     if not isinstance(adaptive, Adaptive | UntilDecided):
@@ -305,17 +303,34 @@ def _schedule(
         raise ValueError(f"adaptive.min_repeat ({adaptive.min_repeat}) must be <= repeat ({repeat})")
     if isinstance(adaptive, UntilDecided):
         rows.required = tuple(m for m in adaptive.metrics() if m not in points[0])
-    return _adaptive_runs(points, rows, repeat, warmup, adaptive, order == "grouped")
+    return _adaptive_runs(points, rows, repeat, options.warmup, adaptive, options.order == "grouped")
 
 
 def _key(point: Mapping[str, Any]) -> str:
     return ", ".join(f"{name}={value}" for name, value in point.items())
 
 
-def _plan(
-    fn: Any, grid: Mapping[str, Sequence[Any]], repeat: int, warmup: int, order: str, errors: str
-) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], int | None]]]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Options:
+    """How a sweep runs: the keyword arguments :func:`sweep` and :func:`asweep` share."""
+
+    repeat: int
+    warmup: int
+    progress: bool
+    order: str
+    name: str
+    seed_param: str | None
+    adaptive: Adaptive | UntilDecided | None
+    errors: str
+    on_run: Callable[[dict[str, Any]], None] | None
+
+
+Runs = list[tuple[dict[str, Any], int | None]]
+
+
+def _plan(fn: Any, grid: Mapping[str, Sequence[Any]], options: _Options) -> tuple[list[dict[str, Any]], Runs]:
     """Validate, then list every run: the warm-ups (repeat None), then the measured runs."""
+    repeat, warmup, order, errors = options.repeat, options.warmup, options.order, options.errors
     if errors not in ("raise", "record"):
         raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
     import pandas  # noqa: F401  (now, not after the last run: a Ctrl-C in the import would lose them)
@@ -440,47 +455,21 @@ def sweep(
     one (a notebook) use ``await asweep(...)``. With ``cluster``, every run is a task on
     that Dask cluster (see :mod:`perflab.measure.cluster`). ``errors`` and ``on_run``: see the
     module docstring."""
-    points, runs = _plan(fn, grid, repeat, warmup, order, errors)
+    options = _Options(repeat, warmup, progress, order, name, seed_param, adaptive, errors, on_run)
+    points, runs = _plan(fn, grid, options)
     if cluster is not None:
-        return _cluster_sweep(
-            fn,
-            points,
-            runs,
-            repeat,
-            warmup,
-            adaptive,
-            cluster,
-            name,
-            seed_param,
-            progress,
-            errors,
-            on_run,
-            order,
-        )
+        return _cluster_sweep(fn, points, runs, cluster, options)
     if inspect.iscoroutinefunction(fn):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            run = asweep(
-                fn,
-                grid,
-                repeat=repeat,
-                warmup=warmup,
-                progress=progress,
-                order=order,
-                name=name,
-                seed_param=seed_param,
-                adaptive=adaptive,
-                errors=errors,
-                on_run=on_run,
-            )
-            return asyncio.run(run)
+            return asyncio.run(_run_async(fn, points, runs, options))
         raise RuntimeError("sweep() of an async fn inside a running loop: use 'await asweep(...)'")
     rows = _Rows(points, seed_param)
     rows.on_run = on_run
     with _progress(len(runs), progress, name) as bar:
         try:
-            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive, order):
+            for point, r in _schedule(points, runs, rows, options):
                 try:
                     rows.add(point, r, fn(**_call_args(point, seed_param, r)))
                 except Exception as exc:
@@ -510,75 +499,57 @@ async def asweep(
 ) -> pd.DataFrame:
     """:func:`sweep` inside a running loop; ``fn`` may return metrics or an awaitable.
     With ``cluster`` the sweep waits in a thread, so the loop keeps running."""
-    points, runs = _plan(fn, grid, repeat, warmup, order, errors)
+    options = _Options(repeat, warmup, progress, order, name, seed_param, adaptive, errors, on_run)
+    points, runs = _plan(fn, grid, options)
     if cluster is not None:
-        return await asyncio.to_thread(
-            _cluster_sweep,
-            fn,
-            points,
-            runs,
-            repeat,
-            warmup,
-            adaptive,
-            cluster,
-            name,
-            seed_param,
-            progress,
-            errors,
-            on_run,
-            order,
-        )
-    rows = _Rows(points, seed_param)
-    rows.on_run = on_run
-    with _progress(len(runs), progress, name) as bar:
+        return await asyncio.to_thread(_cluster_sweep, fn, points, runs, cluster, options)
+    return await _run_async(fn, points, runs, options)
+
+
+async def _run_async(
+    fn: Callable[..., Any], points: list[dict[str, Any]], runs: Runs, options: _Options
+) -> pd.DataFrame:
+    """The runs on the running loop; ``fn`` may return metrics or an awaitable."""
+    rows = _Rows(points, options.seed_param)
+    rows.on_run = options.on_run
+    with _progress(len(runs), options.progress, options.name) as bar:
         try:
-            for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive, order):
+            for point, r in _schedule(points, runs, rows, options):
                 try:
-                    outcome = fn(**_call_args(point, seed_param, r))
+                    outcome = fn(**_call_args(point, options.seed_param, r))
                     if inspect.isawaitable(outcome):
                         outcome = await outcome
                     rows.add(point, r, outcome)
                 except Exception as exc:
-                    if errors == "raise":
+                    if options.errors == "raise":
                         raise
                     rows.add(point, r, RunFailed.of(exc))
                 bar.update()
         except (KeyboardInterrupt, asyncio.CancelledError):
-            raise SweepInterrupted(_frame(points, rows, name)) from None
-    return _frame(points, rows, name)
+            raise SweepInterrupted(_frame(points, rows, options.name)) from None
+    return _frame(points, rows, options.name)
 
 
 def _cluster_sweep(
-    fn: Callable[..., Any],
-    points: list[dict[str, Any]],
-    runs: list[tuple[dict[str, Any], int | None]],
-    repeat: int,
-    warmup: int,
-    adaptive: Adaptive | UntilDecided | None,
-    cluster: Cluster,
-    name: str,
-    seed_param: str | None,
-    progress: bool,
-    errors: str = "raise",
-    on_run: Callable[[dict[str, Any]], None] | None = None,
-    order: str = "interleaved",
+    fn: Callable[..., Any], points: list[dict[str, Any]], runs: Runs, cluster: Cluster, options: _Options
 ) -> pd.DataFrame:
     """The runs as tasks on ``cluster``; rows kept in the order a local sweep makes them."""
     from perflab.measure.cluster import Cluster, Run
 
     if not isinstance(cluster, Cluster):
         raise TypeError(f"cluster must be a perflab.measure.cluster.Cluster, got {type(cluster).__name__}")
-    if errors != "raise":
+    if options.errors != "raise":
         raise ValueError("errors='record' runs locally; on a cluster, have fn return RunFailed instead")
+    name, seed_param = options.name, options.seed_param
     rows = _Rows(points, seed_param)
-    rows.on_run = on_run
+    rows.on_run = options.on_run
     index = {_key(point): i for i, point in enumerate(points)}
     finished: dict[int, tuple[Run, Any, str]] = {}
     next_row = [0]
     submitted: list[Run] = []
 
     def tasks() -> Iterator[Run]:
-        for point, r in _schedule(points, runs, rows, repeat, warmup, adaptive, order):
+        for point, r in _schedule(points, runs, rows, options):
             kwargs = _call_args(point, seed_param, r)
             run = Run(fn, kwargs, point, r, index[_key(point)], len(submitted), name)
             submitted.append(run)
@@ -611,7 +582,7 @@ def _cluster_sweep(
         cluster.start()
     rows.settle = settle
     try:
-        with _progress(len(runs), progress, name) as bar:
+        with _progress(len(runs), options.progress, name) as bar:
             try:
                 lost = cluster.run(tasks(), done)
             except KeyboardInterrupt:

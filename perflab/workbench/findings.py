@@ -31,6 +31,7 @@ __all__ = [
     "collector",
     "compression",
     "decision_move",
+    "decisions_overlap",
     "monitoring",
     "move_text",
     "profiler",
@@ -686,14 +687,11 @@ def user_sweep(
     the first setting on the same host, never pooled."""
     if HOST_COLUMN in summary.columns and summary[HOST_COLUMN].nunique() > 1:
         return _user_sweep_on_hosts(summary, frame, parameters, target=target, metric="seconds")
-    if decision is None:
-        facts = facts_of(frame)
-        decision = facts.decision if facts is not None and facts.decision is not None else None
-    if decision is None:
-        decision = decide(frame, parameters, objective="seconds")
+    facts = facts_of(frame)
+    followed = facts.decision if facts is not None else None
+    decision = decision or followed or decide(frame, parameters, objective="seconds")
     metric = decision.objective.metric
     text = f"`{target}`: {decision.text()}"
-    facts = facts_of(frame)
     if facts is not None and (saving := facts.adaptive_saving) is not None:
         total, fixed = saving
         text += (
@@ -775,12 +773,19 @@ def decision_move(before: Mapping[str, Any] | None, after: Mapping[str, Any] | N
     now = dict((after or {}).get("recommended") or {})
     status = "same" if was == now else "moved"
     overlap = None
-    first, second = ((f or {}).get("decision") for f in (before, after))
-    if status == "moved" and first and second:
-        ties_first = [first.get("chosen"), *(first.get("indistinguishable") or [])]
-        ties_second = [second.get("chosen"), *(second.get("indistinguishable") or [])]
-        overlap = second.get("chosen") in ties_first or first.get("chosen") in ties_second
+    if status == "moved":
+        overlap = decisions_overlap((before or {}).get("decision"), (after or {}).get("decision"))
     return {"before": was, "after": now, "status": status, "overlap": overlap}
+
+
+def decisions_overlap(first: Mapping[str, Any] | None, second: Mapping[str, Any] | None) -> bool | None:
+    """Whether either decision card (:func:`decision_card`) could not tell the other's
+    choice apart from its own; None when a run has no decision."""
+    if not first or not second:
+        return None
+    ties_first = [first.get("chosen"), *(first.get("indistinguishable") or [])]
+    ties_second = [second.get("chosen"), *(second.get("indistinguishable") or [])]
+    return second.get("chosen") in ties_first or first.get("chosen") in ties_second
 
 
 def move_text(move: Mapping[str, Any]) -> str:

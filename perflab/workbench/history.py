@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from perflab.measure.changes import MIN_RUNS, Change, detect_changes
 from perflab.measure.metadata import host_fingerprint
 from perflab.measure.results import Results, summarize
 from perflab.workbench._html import page as html_page
+from perflab.workbench.findings import decisions_overlap
 from perflab.workbench.runs import load_finding, load_run, run_folders
 
 if TYPE_CHECKING:
@@ -138,8 +138,6 @@ def analyze_history(runs: Sequence[RunRecord], *, min_effect: float = 0.03) -> H
     settings = []
     for run in runs:
         for notebook, finding in run.findings.items():
-            card = finding.get("decision") or {}
-            ties = [card.get("chosen"), *(card.get("indistinguishable") or [])] if card else []
             for name, value in (finding.get("recommended") or {}).items():
                 settings.append(
                     {
@@ -149,8 +147,7 @@ def analyze_history(runs: Sequence[RunRecord], *, min_effect: float = 0.03) -> H
                         "notebook": notebook,
                         "setting": name,
                         "value": str(value),
-                        "ties": json.dumps(ties, sort_keys=True, default=str),
-                        "chosen": json.dumps(card.get("chosen"), sort_keys=True, default=str),
+                        "decision": finding.get("decision"),
                     }
                 )
     key_series: dict[tuple[str, str], tuple[str, str]] = {}
@@ -163,9 +160,7 @@ def analyze_history(runs: Sequence[RunRecord], *, min_effect: float = 0.03) -> H
     return History(
         trends,
         pd.DataFrame(changes, columns=[*_CHANGE_COLUMNS]),
-        pd.DataFrame(
-            settings, columns=["host", "run", "time", "notebook", "setting", "value", "ties", "chosen"]
-        ),
+        pd.DataFrame(settings, columns=["host", "run", "time", "notebook", "setting", "value", "decision"]),
         {run.host: run.host_label for run in runs},
         key_series,
     )
@@ -236,21 +231,11 @@ def setting_moves(settings: pd.DataFrame) -> pd.DataFrame:
                         "time": row["time"],
                         "from": previous["value"],
                         "to": row["value"],
-                        "overlap": _overlap(previous, row),
+                        "overlap": decisions_overlap(previous["decision"], row["decision"]),
                     }
                 )
             previous = row
     return pd.DataFrame(moves, columns=columns)
-
-
-def _overlap(before: Mapping[Any, Any], after: Mapping[Any, Any]) -> bool | None:
-    """Whether either run's decision could not tell the other's choice apart (None: a run
-    without a decision)."""
-    ties_before, ties_after = (json.loads(r.get("ties") or "[]") for r in (before, after))
-    if not ties_before or not ties_after:
-        return None
-    chosen_before, chosen_after = (json.loads(r.get("chosen") or "null") for r in (before, after))
-    return chosen_after in ties_before or chosen_before in ties_after
 
 
 def write_history(history: History, out: str | os.PathLike[str]) -> Path:
