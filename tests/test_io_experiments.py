@@ -38,6 +38,23 @@ def test_write_experiment_writes_the_records_and_counts_its_write_calls(tmp_path
     assert 0 < metrics["of_floor"] < 100  # the floor ran in the same run; the file is the writer's
 
 
+def test_write_experiment_rounds_pair_floor_and_writer_and_keep_the_fastest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import perflab.workbench.io_experiments as io_experiments
+
+    target = tmp_path / "out.jsonl"
+    # A fake clock: the floor takes 1, 2, 3 s in its rounds, the writer 4, 2, 8 s.
+    ticks = iter([0, 1, 10, 14, 20, 22, 30, 32, 40, 43, 50, 58])
+    monkeypatch.setattr(io_experiments, "_clock", lambda: float(next(ticks)))
+    metrics = write_experiment(RECORDS, target, buffer_size=65536, max_writes=10**9, rounds=3)
+    assert target.read_bytes() == RAW
+    assert metrics["seconds"] == 2.0  # the fastest writer round
+    assert metrics["of_floor"] == 0.5  # the fastest floor (1 s) over it
+    with pytest.raises(ValueError, match="rounds"):
+        write_experiment(RECORDS, target, buffer_size=65536, max_writes=10**9, rounds=0)
+
+
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_every_baseline_writes_the_same_records(tmp_path: Path, name: str) -> None:
     target = tmp_path / "out.jsonl"
