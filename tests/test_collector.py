@@ -207,3 +207,46 @@ def test_the_confirmed_decision_takes_the_smallest_pool_whose_every_cycle_fits()
         "cycle_s 0.99 in a repeat (needs max(cycle_s) <= 0.95)"
     )
     assert decision.settled
+
+
+def test_pool_candidates_surround_the_guess_and_keep_the_current_pool() -> None:
+    from perflab.workbench.tuning import pool_candidates
+
+    assert pool_candidates(12, 32) == [6, 9, 12, 15, 32]
+    assert pool_candidates(1, 1) == [1]
+    with pytest.raises(ValueError, match="estimate"):
+        pool_candidates(0, 4)
+
+
+def test_confirming_pool_sizes_decides_the_cap_and_rules_out_the_pools_above_it(tmp_path: Path) -> None:
+    from perflab.workbench.notebook import decisions_of
+    from perflab.workbench.tuning import confirm_pool_sizes
+
+    service = ServiceConfig(latency="constant:20", rate_limit=5000, rate_burst=100, max_concurrency=8)
+    config = CollectorConfig(symbols=160, pool_size=32, rate=4000)
+    frame = run_on(
+        VirtualClockLoop,
+        confirm_pool_sizes(config, service, [4, 8, 10, 32], repeat=3, log_dir=tmp_path),
+    )
+    decision = decisions_of(frame)[""]
+    # On the virtual clock: 4 takes twice 8's cycle; 10 and 32 draw 429s in every run.
+    assert decision.chosen == {"pool_size": 8} and decision.settled
+    assert decision.verdict({"pool_size": 4}).status == "worse"
+    for pool in (10, 32):
+        assert decision.verdict({"pool_size": pool}).status == "infeasible"
+    with pytest.raises(ValueError, match="pools"):
+        run_on(VirtualClockLoop, confirm_pool_sizes(config, service, [], repeat=3, log_dir=tmp_path))
+
+
+def test_supported_pool_is_littles_law_over_the_answered_calls_after_the_incident() -> None:
+    import pandas as pd
+
+    from perflab.workbench.monitoring import supported_pool
+
+    side = pd.DataFrame(
+        [
+            {"metric": "calls_ok_per_s", "baseline_median": 1200.0, "candidate_median": 590.0},
+            {"metric": "call_ms", "baseline_median": 20.0, "candidate_median": 20.2},
+        ]
+    )
+    assert supported_pool(side) == 12  # 590/s x 0.0202 s = 11.9 in flight

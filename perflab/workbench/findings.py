@@ -10,12 +10,10 @@ saved ``summary.csv``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from perflab.measure.decision import Decision, decide
-from perflab.measure.queueing import in_flight
 from perflab.measure.results import HOST_COLUMN
 from perflab.measure.sweep import facts_of
 from perflab.workbench.io_experiments import READER_RATIOS
@@ -624,10 +622,20 @@ def collector(
     )
 
 
-def monitoring(side: pd.DataFrame, *, pool_size: int, server_cap: int, incident_cap: int) -> Finding:
-    """What the dashboard showed when the server's cap fell mid-run: the before/after
-    comparison (``side``, a :func:`perflab.measure.analysis.compare_groups` table of the scraped
-    panels by phase) and the pool size the answered rate and latency now support."""
+def monitoring(
+    side: pd.DataFrame,
+    decision: Decision,
+    *,
+    pool_size: int,
+    server_cap: int,
+    incident_cap: int,
+    estimate: int,
+) -> Finding:
+    """What the dashboard showed when the server's cap fell mid-run (``side``, a
+    :func:`perflab.measure.analysis.compare_groups` table of the scraped panels by phase),
+    and the pool size decided in the lab against the server as it is after it (``decision``,
+    from :func:`perflab.workbench.tuning.confirm_pool_sizes`), starting from ``estimate``
+    (:func:`perflab.workbench.monitoring.supported_pool`)."""
     by: dict[str, dict[Any, Any]] = {str(row["metric"]): row for row in side.to_dict("records")}
 
     def moved(metric: str, fmt: str) -> str:
@@ -643,25 +651,23 @@ def monitoring(side: pd.DataFrame, *, pool_size: int, server_cap: int, incident_
         parts.append(f"gaps per cycle {moved('gaps', '{:,.0f}')}")
     if "call_ms" in by:
         parts.append(f"answered-call latency {moved('call_ms', '{:.1f} ms')}")
-    ok_after = float(by["calls_ok_per_s"]["candidate_median"])
-    latency_after = float(by["call_ms"]["candidate_median"]) / 1e3 if "call_ms" in by else 0.0
-    supported = max(1, math.ceil(in_flight(ok_after, latency_after)))  # Little's law
-    share_after = float(by["share_429"]["candidate_median"]) if "share_429" in by else 0.0
     text = (
         f"The server's concurrency cap fell from {server_cap} to {incident_cap} mid-run. On the dashboard's "
         f"panels, measured scrape by scrape before and after: {'; '.join(parts)}. "
+        f"After it the answered rate and latency sustain {estimate} calls in flight (Little's law); the lab "
+        f"tried pools around that against the server as it now is (cap {incident_cap}), a cycle per run, "
+        f"no 429 and no lost symbol allowed. {decision.text(_setting)}"
     )
     recommended: dict[str, Any] = {}
-    if share_after > 0.05 and supported < pool_size:
-        recommended["max_concurrent"] = supported
-        text += (
-            f"After it the server answered {ok_after:,.0f} calls/s at {latency_after * 1e3:.1f} ms, which "
-            f"{supported} calls in flight sustain (Little's law): **max_concurrent = {supported}** stops the "
-            f"429s the pool's {pool_size} draw."
-        )
+    if decision.chosen is None:
+        text += f" Keep watching: no pool tried met the limits, the pool of {pool_size} included."
+    elif (chosen := int(_scalar(decision.chosen["pool_size"]))) != pool_size:
+        recommended["max_concurrent"] = chosen
+        text += f" **max_concurrent = {chosen}** replaces the pool of {pool_size}."
     else:
-        text += f"The pool of {pool_size} stays within what the server answers; nothing to change."
+        text += f" The pool of {pool_size} stays: nothing to change."
     after = by["share_429"] if "share_429" in by else None
+    share_after = float(after["candidate_median"]) if after is not None else 0.0
     return Finding(
         title="Monitoring: the collector's dashboard through an incident",
         key_figure=f"429 share {float(after['baseline_median']):.0%} -> {share_after:.0%} when the cap fell"
@@ -670,6 +676,7 @@ def monitoring(side: pd.DataFrame, *, pool_size: int, server_cap: int, incident_
         recommended=recommended,
         conclusion=text,
         key_value=KeyValue("share_429", {"phase": "after"}, share_after) if after is not None else None,
+        decision=decision_card(decision),
     )
 
 

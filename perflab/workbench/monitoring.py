@@ -11,6 +11,7 @@ The collector's metrics (no label per symbol: tracks and answer kinds only):
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import urllib.request
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from perflab._validate import check_number, check_str
 from perflab.exporter import Exporter, histogram_family, metric_family
+from perflab.measure.queueing import in_flight
 from perflab.workbench.collector import TRACKS, LiveCounts
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ __all__ = [
     "export_collector",
     "panel_series",
     "phases",
+    "supported_pool",
 ]
 
 
@@ -334,3 +337,11 @@ def phases(series: pd.DataFrame, incident_cycle: int) -> pd.DataFrame:
         "loop_lag_ms",
     ]
     return rows.reset_index(drop=True)[["phase", "repeat", *metrics]]
+
+
+def supported_pool(side: pd.DataFrame) -> int:
+    """The calls in flight the server sustained after the incident (Little's law over the
+    answered rate and answered-call latency of ``side``, a before/after comparison of
+    :func:`phases`): the first guess at the pool size its new cap supports."""
+    after = side.set_index("metric")["candidate_median"]
+    return max(1, math.ceil(in_flight(float(after["calls_ok_per_s"]), float(after["call_ms"]) / 1e3)))

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from perflab._validate import check_int
 from perflab.jsonl.codecs import CodecLevel
-from perflab.measure.sweep import sweep
+from perflab.measure.decision import UntilDecided
+from perflab.measure.sweep import asweep, sweep
 from perflab.profiling.profiler import PerformanceProfiler
 from perflab.profiling.rules import Recommendation, recommendation
 from perflab.workbench.collector import (
@@ -37,10 +38,12 @@ __all__ = [
     "batch_sweep",
     "codec_costs",
     "collector_evaluator",
-    "confirmed_decision",
     "collector_recommendations",
+    "confirmed_decision",
+    "confirm_pool_sizes",
     "measure_runs",
     "meets",
+    "pool_candidates",
     "profile_versions",
     "search_cheapest",
 ]
@@ -223,6 +226,52 @@ def confirmed_decision(rows: pd.DataFrame, *, budget_s: float) -> Decision:
         constraints=[f"max(cycle_s)<={budget_s}", "failed_per_cycle==0"],
         cheaper=["pool_size:asc", "rate:asc"],
         zone=1.0,
+    )
+
+
+def pool_candidates(estimate: int, current: int) -> list[int]:
+    """The pool sizes to try around a first guess: half, three quarters, all and five
+    quarters of ``estimate``, and the ``current`` size (to show what it costs)."""
+    check_int("estimate", estimate, minimum=1)
+    check_int("current", current, minimum=1)
+    return sorted({max(1, round(estimate * f)) for f in (0.5, 0.75, 1.0, 1.25)} | {current})
+
+
+async def confirm_pool_sizes(
+    config: CollectorConfig,
+    service: ServiceConfig,
+    pools: Sequence[int],
+    *,
+    repeat: int,
+    log_dir: str | os.PathLike[str],
+) -> pd.DataFrame:
+    """One collector cycle per run at each of ``pools`` against ``service`` (the server as
+    it is now), repeats following the decision: the smallest pool within 5% of the fastest
+    cycle that draws no 429 in any run and loses no symbol. The sweep's
+    :func:`perflab.measure.sweep.facts_of` carries the decision."""
+    check_int("repeat", repeat, minimum=2)
+    if not pools:
+        raise ValueError("pools must name at least one pool size")
+
+    async def cycle(pool_size: int, seed: int) -> dict[str, float]:
+        chosen = dataclasses.replace(config, pool_size=pool_size)
+        return (await run_collector(chosen, service, log_dir=log_dir, seed=seed)).metrics()
+
+    rule = UntilDecided(
+        "cycle_s:min",
+        ["rejected_share==0", "failed_per_cycle==0"],
+        cheaper=["pool_size:asc"],
+        min_repeat=min(3, repeat),
+    )
+    return await asweep(
+        cycle,
+        {"pool_size": [check_int("pools", p, minimum=1) for p in pools]},
+        repeat=repeat,
+        warmup=0,
+        progress=False,
+        name="pool-confirm",
+        seed_param="seed",
+        adaptive=rule,
     )
 
 
