@@ -84,6 +84,29 @@ def test_late_timers_are_credited_so_the_rate_does_not_sag() -> None:
     assert times[-1] == pytest.approx(0.999, abs=0.001)
 
 
+def test_strict_spacing_never_grants_closer_than_one_interval_and_pays_the_late_timers() -> None:
+    # The same 0.5 ms late timers: the default credits them and keeps 1,000/s (when the
+    # lateness varies, a grant after a late one comes closer than 1 ms); strict spacing
+    # never grants before the schedule, and each token then takes the 1.5 ms it waits.
+    async def main(spacing: str) -> list[float]:
+        limiter = TokenBucketLimiter(rate=1000, burst_size=1, spacing=spacing)  # type: ignore[arg-type]
+        return await grant_times(limiter, [1] * 200)
+
+    average = run_on(LateTimerLoop, main("average"))
+    strict = run_on(LateTimerLoop, main("strict"))
+    gaps = [b - a for a, b in zip(strict, strict[1:], strict=False)]
+    assert min(gaps) >= 0.001 - 1e-9
+    assert strict[-1] == pytest.approx(199 * 0.0015, abs=0.001)
+    assert average[-1] == pytest.approx(0.199, abs=0.001)
+
+
+def test_spacing_is_average_or_strict() -> None:
+    assert TokenBucketLimiter(10).spacing == "average"
+    assert "spacing=strict" in repr(TokenBucketLimiter(10, spacing="strict"))
+    with pytest.raises(ValueError, match="spacing"):
+        TokenBucketLimiter(10, spacing="exact")  # type: ignore[arg-type]
+
+
 def test_a_stalled_loop_does_not_release_a_flood_of_tokens(run_virtual) -> None:
     async def main() -> list[float]:
         loop = asyncio.get_running_loop()

@@ -30,6 +30,13 @@ is the ceiling (measured: ~1,840/s at burst 1, ~4,570/s at burst 4, ~8,270/s at 
 under asyncio and uvloop alike). Near the ceiling the rate already sags, so the constructor
 warns once the rate is past :data:`DELIVERY_MARGIN` of it and names the rate that can be
 delivered.
+
+``spacing="strict"`` gives up the credit: a grant is never earlier than ``1 / rate``
+after the bucket's schedule allows (at ``burst_size=1``, no two grants closer than
+``1 / rate``), and each late timer's lateness is lost, so the achieved rate falls short
+of ``rate`` by the timer's lateness per grant. It is for servers that allow no burst
+(nginx ``limit_req`` without ``burst=``), which refuse a request that comes even a hair
+early; against a server with any burst allowance the default is exact and faster.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from typing import Any
+from typing import Any, Literal
 
 from perflab._validate import check_number
 from perflab.aio._clock import CLOCK_SLACK, MIN_REARM_DELAY
@@ -119,11 +126,19 @@ class TokenBucketLimiter:
 
     The bucket starts full. Waiters are served strictly first come, first served, whatever
     they ask for; a cancelled waiter takes no tokens and holds no one up.
+
+    ``spacing``: "average" (the default) keeps the long-run rate exact by granting a waiter
+    woken late by the timer as of its due time, so two grants can come up to one interval
+    closer than ``1 / rate``; "strict" never grants before the schedule allows, so at
+    ``burst_size=1`` grants are at least ``1 / rate`` apart, at the cost of rate (every late
+    wake-up is lost). Use "strict" against a server with no burst allowance.
     """
 
     __slots__ = (
         "rate",
         "burst_size",
+        "spacing",
+        "_strict",
         "_interval",
         "_loop",
         "_tat",
@@ -141,11 +156,21 @@ class TokenBucketLimiter:
         "_bind_lock",
     )
 
-    def __init__(self, rate: float, burst_size: float | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst_size: float | None = None,
+        *,
+        spacing: Literal["average", "strict"] = "average",
+    ) -> None:
         self.rate = check_number("rate", rate, positive=True)
         if burst_size is None:
             burst_size = max(1, round(self.rate))
         self.burst_size = check_number("burst_size", burst_size, minimum=1)
+        if spacing not in ("average", "strict"):
+            raise ValueError(f"spacing must be 'average' or 'strict', got {spacing!r}")
+        self.spacing = spacing
+        self._strict = spacing == "strict"
         self._interval = 1.0 / self.rate
         problem = deliverability_problem(self.rate, self.burst_size)
         if problem is not None:
@@ -168,7 +193,7 @@ class TokenBucketLimiter:
     def __repr__(self) -> str:
         return (
             f"<TokenBucketLimiter rate={self.rate:g}/s burst_size={self.burst_size:g} "
-            f"level={self.level:.2f} waiting={self._live_waiters()}>"
+            f"spacing={self.spacing} level={self.level:.2f} waiting={self._live_waiters()}>"
         )
 
     @property
@@ -337,8 +362,9 @@ class TokenBucketLimiter:
                 self._timer = loop.call_at(when, self._on_timer)
                 return
             woke_early = False
-            # Credit a late wake-up at its due time, by at most one request's worth.
-            granted_at = max(due, now - tokens * interval)
+            # Credit a late wake-up at its due time, by at most one request's worth (strict
+            # spacing: never; the grant counts from now).
+            granted_at = now if self._strict else max(due, now - tokens * interval)
             self._tat = max(self._tat, granted_at) + tokens * interval
             waiters.popleft()
             fut.set_result(None)
