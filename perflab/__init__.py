@@ -28,6 +28,8 @@ _LOCATIONS = {
     "compare_runs": "perflab.measure.analysis",
     "knee": "perflab.measure.analysis",
     "pareto_front": "perflab.measure.analysis",
+    "ApiCalls": "perflab.aio.apicalls",
+    "ApiStats": "perflab.aio.apicalls",
     "BatchProcessor": "perflab.aio.batching",
     "BatchStats": "perflab.aio.batching",
     "BenchmarkResult": "perflab.measure.timing",
@@ -57,6 +59,7 @@ _LOCATIONS = {
 }
 
 if TYPE_CHECKING:
+    from perflab.aio.apicalls import ApiCalls, ApiStats
     from perflab.aio.batching import BatchProcessor, BatchStats
     from perflab.aio.ratelimit import LimiterStats, TokenBucketLimiter
     from perflab.aio.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
@@ -96,6 +99,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "Analysis",
+    "ApiCalls",
+    "ApiStats",
     "BatchProcessor",
     "BatchStats",
     "BenchmarkResult",

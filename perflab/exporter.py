@@ -11,6 +11,7 @@ Usage::
     exporter = Exporter()
     exporter.add_pool("collector", pool)
     exporter.add_limiter("api", limiter)
+    quotes = exporter.add_api("quotes")       # async with quotes.call() as call: ...
     exporter.watch_loop()                     # inside the running loop
     port = exporter.serve(9464)               # a thread; never blocks the loop
 
@@ -24,7 +25,12 @@ Metrics (each with a ``name`` label): ``perflab_pool_in_flight``, ``perflab_pool
 ``perflab_batch_flushes_total{reason}``, ``perflab_batch_failed_total``,
 ``perflab_batch_retries_total``; ``perflab_writer_records_total``,
 ``perflab_writer_raw_bytes_total``, ``perflab_writer_bytes_total``,
-``perflab_writer_flushes_total``; ``perflab_event_loop_lag_seconds``.
+``perflab_writer_flushes_total``; ``perflab_event_loop_lag_seconds``; for an API
+(:class:`perflab.aio.apicalls.ApiCalls`): ``perflab_api_calls_total{status}`` (the HTTP
+status, or error/timeout/cancelled), ``perflab_api_call_seconds`` (answered calls),
+``perflab_api_in_flight`` and ``perflab_api_peak_in_flight`` (calls at the server: sent,
+not yet answered), ``perflab_api_in_flight_at_send{status}`` (how many were at the server
+when each call was sent), ``perflab_api_retry_after_seconds``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from perflab._validate import check_number, check_str
+from perflab.aio.apicalls import ApiCalls
 from perflab.aio.batching import BatchProcessor
 from perflab.aio.histogram import Histogram, HistogramSnapshot
 from perflab.aio.ratelimit import TokenBucketLimiter
@@ -83,6 +90,12 @@ METRIC_NAMES = (
     "perflab_writer_bytes_total",
     "perflab_writer_flushes_total",
     "perflab_event_loop_lag_seconds",
+    "perflab_api_calls_total",
+    "perflab_api_call_seconds",
+    "perflab_api_in_flight",
+    "perflab_api_peak_in_flight",
+    "perflab_api_in_flight_at_send",
+    "perflab_api_retry_after_seconds",
 )
 
 _OUTCOMES = ("completed", "failed", "timed_out", "cancelled")
@@ -136,6 +149,7 @@ class Exporter:
         self._batchers: dict[str, BatchProcessor] = {}
         self._writers: dict[str, BufferedWriter | CompressedWriter] = {}
         self._loops: dict[str, LoopLagMonitor] = {}
+        self._apis: dict[str, ApiCalls] = {}
         self._server: Any = None
         self.registry.register(_ScrapeReader(self))
 
@@ -158,6 +172,15 @@ class Exporter:
         self, name: str, writer: BufferedWriter | CompressedWriter, *, replace: bool = False
     ) -> None:
         self._add(self._writers, "writer", name, writer, (BufferedWriter, CompressedWriter), replace)
+
+    def add_api(self, name: str, calls: ApiCalls | None = None, *, replace: bool = False) -> ApiCalls:
+        """Export the calls made to the API ``name``: a new :class:`ApiCalls` (or ``calls``),
+        returned to wrap each request in (``async with api.call() as call``) or to hand to
+        an HTTP client (:func:`perflab.aio.apicalls.aiohttp_trace`, ``HttpxTransport``)."""
+        if calls is None:
+            calls = ApiCalls(name)
+        self._add(self._apis, "api", name, calls, ApiCalls, replace)
+        return calls
 
     def watch_loop(
         self, name: str = "main", *, interval: float = 0.1, replace: bool = False
@@ -205,6 +228,7 @@ class Exporter:
             "batchers": self._batchers,
             "writers": self._writers,
             "loops": self._loops,
+            "apis": self._apis,
         }
 
     # ----------------------------------------------------------------- serving
@@ -285,6 +309,7 @@ class _ScrapeReader:
         with ex._lock:
             pools, limiters = dict(ex._pools), dict(ex._limiters)
             batchers, writers, loops = dict(ex._batchers), dict(ex._writers), dict(ex._loops)
+            apis = dict(ex._apis)
 
         pool_stats = {name: pool.stats for name, pool in pools.items()}
         yield from _families(_POOL, pool_stats)
@@ -327,9 +352,57 @@ class _ScrapeReader:
         yield histogram_family(
             "perflab_event_loop_lag_seconds", "How late a periodic callback ran on the event loop.", lags
         )
+        yield from _api_families(apis)
 
     def describe(self) -> Iterator[Any]:
         return self.collect()
+
+
+def _api_families(apis: dict[str, ApiCalls]) -> Iterator[Any]:
+    from prometheus_client.core import CounterMetricFamily
+
+    stats = {name: api.stats for name, api in apis.items()}
+    calls = CounterMetricFamily(
+        "perflab_api_calls",
+        "API calls ended, by answer (HTTP status, error, timeout, cancelled).",
+        labels=["name", "status"],
+    )
+    for name, api_stat in stats.items():
+        for status, count in sorted(api_stat.by_status.items()):
+            calls.add_metric([name, status], float(count))
+    yield calls
+    yield histogram_family(
+        "perflab_api_call_seconds",
+        "Send-to-answer time of answered (2xx, 3xx) calls.",
+        ((n, api.latency_histogram()) for n, api in apis.items()),
+    )
+    yield metric_family(
+        "gauge",
+        "perflab_api_in_flight",
+        "Calls at the server: sent, not yet answered.",
+        ((n, s.in_flight) for n, s in stats.items()),
+    )
+    yield metric_family(
+        "gauge",
+        "perflab_api_peak_in_flight",
+        "Most calls at the server at once.",
+        ((n, s.peak_in_flight) for n, s in stats.items()),
+    )
+    yield histogram_family(
+        "perflab_api_in_flight_at_send",
+        "Calls at the server when a call was sent (itself included), by its answer.",
+        (
+            ((n, status), snap)
+            for n, api in apis.items()
+            for status, snap in sorted(api.in_flight_histograms().items())
+        ),
+        label=("name", "status"),
+    )
+    yield histogram_family(
+        "perflab_api_retry_after_seconds",
+        "The Retry-After the server asked for.",
+        ((n, api.retry_after_histogram()) for n, api in apis.items()),
+    )
 
 
 def _families(specs: Iterable[tuple[str, str, str, str]], stats: dict[str, Any]) -> Iterator[Any]:
@@ -350,14 +423,20 @@ def metric_family(
 
 
 def histogram_family(
-    metric: str, text: str, values: Iterable[tuple[str, HistogramSnapshot]], label: str | None = "name"
+    metric: str,
+    text: str,
+    values: Iterable[tuple[Any, HistogramSnapshot]],
+    label: str | tuple[str, ...] | None = "name",
 ) -> Any:
     """A Prometheus histogram family from perflab histogram snapshots, one per value of
-    ``label`` (``label=None``: one unlabelled histogram, its label value ignored)."""
+    ``label`` (a tuple of labels: one per tuple of values; ``label=None``: one unlabelled
+    histogram, its label value ignored)."""
     from prometheus_client.core import HistogramMetricFamily
 
-    family = HistogramMetricFamily(metric, text, labels=[label] if label else [])
+    labels = [] if label is None else [label] if isinstance(label, str) else list(label)
+    family = HistogramMetricFamily(metric, text, labels=labels)
     for name, snap in values:
         buckets = [("+Inf" if math.isinf(bound) else repr(bound), float(n)) for bound, n in snap.cumulative]
-        family.add_metric([name] if label else [], buckets, sum_value=snap.sum)
+        values_of = [] if label is None else [name] if isinstance(label, str) else list(name)
+        family.add_metric(values_of, buckets, sum_value=snap.sum)
     return family

@@ -46,7 +46,7 @@ def test_taskpool_recommends_the_smallest_pool_near_the_best_that_draws_no_429()
     flat = taskpool_finding({4: 200.0, 8: 400.0, 16: 401.0, 32: 402.0}, {4: 0, 8: 0, 16: 30, 32: 90})
     assert flat.recommended == {"max_concurrent": 8}
     assert (
-        "From 16 concurrent calls the server's cap of 8 answers 429s (30/s at 16, 90/s at 32)"
+        "From 16 concurrent calls the server (cap 8) refuses calls (30/s at 16, 90/s at 32)"
         in flat.conclusion
     )
     assert "max_concurrent=16: rejected_per_s 30 in a repeat (needs rejected_per_s == 0)" in flat.conclusion
@@ -60,7 +60,7 @@ def test_taskpool_never_recommends_a_pool_that_drew_a_429() -> None:
     assert rising.recommended == {"max_concurrent": 4}
     assert "max_concurrent=8: rejected_per_s 5 in a repeat" in rising.conclusion
     quiet = taskpool_finding({4: 200.0, 8: 400.0}, {4: 0, 8: 0})
-    assert "No setting drew 429s" in quiet.conclusion
+    assert "No setting drew a refusal (429, 503) from the server (cap 8)" in quiet.conclusion
     broken = taskpool_finding({4: 200.0, 8: 400.0}, {4: 1, 8: 3})
     assert broken.recommended == {}
     assert broken.conclusion.startswith("With latency `constant:20`: No recommendation: no setting meets")

@@ -113,6 +113,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: ready(url), 30, "prometheus")
+        wait_for(  # scraping already, so the series cover the whole run
+            lambda: [r["value"][1] for r in prometheus_query(url, f'up{{job="{JOB}"}}')] == ["1"],
+            30,
+            "the first scrape",
+        )
         collector.thread.start()
         collector.thread.join(timeout=60)
         assert not collector.thread.is_alive() and collector.error is None, collector.error
@@ -155,7 +160,7 @@ def increases(url: str, expr: str, window: str) -> dict[str, float]:
 
 def dashboard_metrics() -> set[str]:
     """Every metric name the dashboard's queries use (histograms by their series names)."""
-    exprs = [t["expr"] for panel in dashboard()["panels"] for t in panel["targets"]]
+    exprs = [t["expr"] for panel in dashboard(collector=True)["panels"] for t in panel["targets"]]
     return set(re.findall(r"\b(perflab_[a-z_]+)\{", " ".join(exprs)))
 
 
@@ -185,17 +190,23 @@ def test_scraped_values_match_the_primitives_own_stats(prometheus: tuple[str, Li
     assert last(f'perflab_collector_missed_total{{job="{JOB}"}}') == {
         f"track={t}": float(n) for t, n in live.missed.items()
     }
-    assert last(f'perflab_api_calls_total{{job="{JOB}"}}') == {
-        f"status={s}": float(n) for s, n in live.calls.items()
-    }
     assert sum(live.collected.values()) + sum(live.missed.values()) == 12 * 400
-    # The primitives, through the exporter's own scrape of the same objects.
+    # The primitives and the API calls, through the exporter's own scrape of the same objects.
     text = collector.exporter.text()
     own = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in text.splitlines()
-        if line.startswith(("perflab_pool_submitted_total", "perflab_limiter_acquired_total"))
+        if line.startswith(
+            ("perflab_pool_submitted_total", "perflab_limiter_acquired_total", "perflab_api_calls_total")
+        )
     }
+    assert last(f'perflab_api_calls_total{{job="{JOB}"}}') == {
+        f"name=api,status={key.split('status=')[1][1:-2]}": value
+        for key, value in own.items()
+        if key.startswith("perflab_api_calls_total")
+    }
+    # The cap's refusals answer 503 (the rate limit's would be 429): the incident shows.
+    assert own['perflab_api_calls_total{name="api",status="503"}'] > 0
     assert last(f'perflab_pool_submitted_total{{job="{JOB}"}}') == {
         "name=collector": own['perflab_pool_submitted_total{name="collector"}']
     }
@@ -210,21 +221,29 @@ def test_observe_reads_a_server_profile_back(
     prometheus: tuple[str, LiveCollector], tmp_path: Path, capsys
 ) -> None:
     url, collector = prometheus
-    profile = observe(url, JOB, range_s=60)
-    scraped = increases(url, f'perflab_api_calls_total{{job="{JOB}"}}', "60s")
-    # rate() extrapolates each series to the window edges a little differently: within 1%
-    assert profile.rejected_share == pytest.approx(scraped["status=429"] / sum(scraped.values()), rel=0.01)
+    with pytest.warns(UserWarning, match="longer than"):
+        profile = observe(url, JOB, range_s=3600)  # the job ran ~12 s: the window is clamped
+    assert profile.range_s < 60 and profile.api == "api"
+    window = f"{int(profile.range_s)}s"
+    scraped = increases(url, f'perflab_api_calls_total{{job="{JOB}"}}', window)
+    # rate() extrapolates each series to the window edges a little differently: within 5%
+    refused = scraped["name=api,status=503"] / sum(scraped.values())
+    assert profile.cap_rejected_share == pytest.approx(refused, rel=0.05)
+    assert profile.rate_rejected_share == 0 and profile.server_rate_kind == "lower bound"
+    # The cap fell from 24 to 12 mid-run: refusals came from 13 calls at the server up.
+    assert profile.server_cap_kind == "seen" and 12 <= profile.server_cap <= 24
     assert 5 < profile.latency_p50_ms < 45  # the simulated API's p50 is 15 ms (10-20 ms bucket)
     assert profile.latency_p99_ms > profile.latency_p50_ms
     assert profile.latency.startswith("lognormal:")
-    assert 1 <= profile.server_cap <= collector.config.pool_size
     assert 0 < profile.cycle_p50_s <= profile.cycle_p99_s
     out = tmp_path / "profile.json"
     assert main(["observe", "--prometheus", url, "--job", JOB, "--range", "1m", "--out", str(out)]) == 0
     assert ServerProfile.load(out).job == JOB
     assert "server_profile" in capsys.readouterr().out
     assert main(["observe", "--prometheus", url, "--job", "nobody", "--range", "1m"]) == 2
-    assert "made no API calls" in capsys.readouterr().err
+    assert f'no series perflab_api_calls_total{{job="nobody"}}; jobs seen: {JOB}' in capsys.readouterr().err
+    assert main(["observe", "--prometheus", url, "--job", JOB, "--api", "other"]) == 2
+    assert "APIs seen: api" in capsys.readouterr().err
 
 
 def test_the_lab_is_held_against_the_observed_window(
@@ -249,7 +268,8 @@ def test_the_lab_is_held_against_the_observed_window(
     )
     summary = {"recommended": {"pool_size": 32, "rate": 3000.0}}
     (run / "collector" / "summary.json").write_bytes(orjson.dumps(summary))
-    table = lab_against_observed(run, observe(url, JOB, range_s=60))
+    with pytest.warns(UserWarning, match="longer than"):
+        table = lab_against_observed(run, observe(url, JOB, range_s=60))
     by = table.set_index("metric")
     assert by.loc["cycle_s", "lab_max"] == pytest.approx(0.22)
     # The planted incident made production refuse calls the lab never saw refused.
@@ -262,7 +282,7 @@ def test_the_lab_is_held_against_the_observed_window(
 
 
 def test_the_dashboard_is_a_grafana_json_model() -> None:
-    model = dashboard(job="my-collector")
+    model = dashboard(job="my-collector", collector=True)
     json.dumps(model)  # plain JSON
     variables = {v["name"]: v for v in model["templating"]["list"]}
     assert (
@@ -275,7 +295,9 @@ def test_the_dashboard_is_a_grafana_json_model() -> None:
         "Collection rate per track",
         "Pool slot usage",
         "Gaps",
-        "429",
+        "refused share (429, 503)",
+        "latency",
+        "at the server",
         "limiter",
         "lag",
     ):

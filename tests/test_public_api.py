@@ -8,6 +8,8 @@ import perflab
 
 EXPECTED = [
     "Analysis",
+    "ApiCalls",
+    "ApiStats",
     "BatchProcessor",
     "BatchStats",
     "BenchmarkResult",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,20 +38,23 @@ def test_latency_models_match_their_percentiles() -> None:
         Latency.lognormal(20, 10)
 
 
-def test_the_api_answers_429_past_its_concurrency_cap_and_rate() -> None:
-    async def main() -> tuple[list[int], list[int], object]:
+def test_the_api_answers_503_past_its_cap_and_429_with_retry_after_past_its_rate() -> None:
+    async def main() -> tuple[list[int], list[Any], object]:
         capped = SimulatedAPI(latency="constant:10", max_concurrency=3)
         by_cap = [r.status for r in await asyncio.gather(*(capped.call() for _ in range(5)))]
         limited = SimulatedAPI(latency="constant:1", rate_limit=10, rate_burst=2)
-        by_rate = [r.status for r in await asyncio.gather(*(limited.call() for _ in range(6)))]
+        by_rate = list(await asyncio.gather(*(limited.call() for _ in range(6))))
         await asyncio.sleep(0.1)  # one token back
-        by_rate.append((await limited.call()).status)
+        by_rate.append(await limited.call())
         return by_cap, by_rate, capped.stats
 
     by_cap, by_rate, stats = run_on(VirtualClockLoop, main())
-    assert sorted(by_cap) == [200, 200, 200, 429, 429]
+    assert sorted(by_cap) == [200, 200, 200, 503, 503]
     assert stats.rejected_concurrency == 2 and stats.peak_concurrency == 3
-    assert by_rate == [200, 200, 429, 429, 429, 429, 200]
+    assert [r.status for r in by_rate] == [200, 200, 429, 429, 429, 429, 200]
+    # The bucket is empty at once: the next token is 1/10 s away (as nginx's limit_req).
+    assert [r.retry_after for r in by_rate[2:6]] == pytest.approx([0.1] * 4)
+    assert by_rate[0].retry_after is None and by_rate[6].retry_after is None
 
 
 def test_errors_are_drawn_at_the_error_rate() -> None:

@@ -22,7 +22,7 @@ from perflab._validate import check_int, check_number
 from perflab.aio.batching import BatchProcessor
 from perflab.aio.ratelimit import TokenBucketLimiter
 from perflab.aio.taskpool import TaskPool
-from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
+from perflab.workbench.services import REFUSED, Latency, SimulatedAPI, SimulatedSink
 
 __all__ = [
     "BASELINES",
@@ -79,7 +79,7 @@ class PoolRun:
         statuses = np.asarray(self.statuses)
         inside = (ends >= low) & (ends <= high)
         ok = inside & (statuses == 200)
-        rejected = inside & (statuses == 429)
+        rejected = inside & np.isin(statuses, REFUSED)
         span = high - low
         ms = (ends[ok] - np.asarray(self.starts)[ok]) * 1e3
         calls = len(self.statuses)
@@ -147,7 +147,8 @@ async def run_pool(
 
 
 async def pool_experiment(max_concurrent: int, latency: str, **options: Any) -> dict[str, float | None]:
-    """Metrics of :func:`run_pool`: throughput (200s/s), p50/p99 latency, CPU per call, 429s."""
+    """Metrics of :func:`run_pool`: throughput (200s/s), p50/p99 latency, CPU per call,
+    refusals (429 and 503)."""
     return (await run_pool(max_concurrent, latency, **options)).metrics()
 
 
@@ -205,7 +206,7 @@ class RateRun:
         span = after_burst[-1] - after_burst[0] if after_burst.size > 1 else 0.0
         achieved = float((after_burst.size - 1) / span) if span > 0 else None
         ok = sum(1 for s in self.statuses if s == 200)
-        rejected = sum(1 for s in self.statuses if s == 429)
+        rejected = sum(1 for s in self.statuses if s in REFUSED)
         waits_ms = np.asarray(self.waits) * 1e3
         return {
             "achieved_rate": achieved,
@@ -265,7 +266,7 @@ async def run_rate(
 
 
 async def rate_experiment(rate: float, burst: float, **options: Any) -> dict[str, float | None]:
-    """Metrics of :func:`run_rate`: achieved rate and its error, waits, the server's 429s."""
+    """Metrics of :func:`run_rate`: achieved rate and its error, waits, the server's refusals."""
     return (await run_rate(rate, burst, **options)).metrics()
 
 

@@ -8,6 +8,7 @@ import functools
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -242,7 +243,19 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     from perflab.workbench.monitoring import dashboard
 
-    text = json.dumps(dashboard(title=args.title, job=args.job), indent=2)
+    try:
+        model = dashboard(
+            title=args.title,
+            job=args.job,
+            pool=args.pool,
+            limiter=args.limiter,
+            api=args.api,
+            loop=args.loop,
+            collector=args.collector,
+        )
+    except ValueError as error:
+        return _fail("dashboard", str(error))
+    text = json.dumps(model, indent=2)
     if args.out is None:
         print(text)
         return 0
@@ -259,13 +272,40 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _observe(args: argparse.Namespace) -> int:
+def _status(text: str) -> int:
+    """An HTTP status on the command line."""
+    value = parse_int(text)
+    if not 100 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"an HTTP status is 100-599, got {text}")
+    return value
+
+
+def _observed(args: argparse.Namespace) -> Any:
+    """The server profile the command's options ask for; observe's warnings (a clamped
+    window) go to stderr. Raises what observe raises."""
     from perflab.workbench.observe import observe
 
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profile = observe(
+            args.prometheus,
+            args.job,
+            range_s=args.range,
+            api=getattr(args, "api", None),
+            rate_statuses=getattr(args, "rate_status", None) or (429,),
+            cap_statuses=getattr(args, "cap_status", None) or (503,),
+        )
+    for warning in caught:
+        print(f"perflab {args.command}: warning: {warning.message}", file=sys.stderr)
+    return profile
+
+
+def _observe(args: argparse.Namespace) -> int:
     try:
-        profile = observe(args.prometheus, args.job, range_s=args.range)
+        profile = _observed(args)
     except (ValueError, ConnectionError) as error:
         return _fail("observe", str(error))
+    print(profile.describe())
     for key, value in profile.as_dict().items():
         print(f"  {key:18s} {value:,.4g}" if isinstance(value, float) else f"  {key:18s} {value}")
     if args.out:
@@ -280,10 +320,10 @@ def _observe(args: argparse.Namespace) -> int:
 def _lab_against_observed(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from perflab.workbench.observe import lab_against_observed, observe
+    from perflab.workbench.observe import lab_against_observed
 
     try:
-        table = lab_against_observed(args.run_a, observe(args.prometheus, args.job, range_s=args.range))
+        table = lab_against_observed(args.run_a, _observed(args))
     except (ValueError, ConnectionError, OSError) as error:
         return _fail("compare", str(error))
     print(f"lab ({args.run_a}) against {args.job} over the last {args.range:g} s:")
@@ -499,16 +539,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hist.set_defaults(run=_history)
 
-    dash = commands.add_parser("dashboard", help="write the collector's Grafana dashboard (JSON)")
+    dash = commands.add_parser(
+        "dashboard", help="write a Grafana dashboard (JSON) over your pool, limiter, API and loop"
+    )
     dash.add_argument("--out", help="write here instead of printing")
     dash.add_argument("--job", default="perflab-collector", help="the Prometheus job to show (a variable)")
-    dash.add_argument("--title", default="perflab collector", help="the dashboard's title")
+    dash.add_argument("--title", default="perflab service", help="the dashboard's title")
+    dash.add_argument("--pool", default="collector", help="the name given to exporter.add_pool")
+    dash.add_argument("--limiter", default="api", help="the name given to exporter.add_limiter")
+    dash.add_argument("--api", default="api", help="the name given to exporter.add_api")
+    dash.add_argument("--loop", default="main", help="the name given to exporter.watch_loop")
+    dash.add_argument(
+        "--collector",
+        action="store_true",
+        help="add the simulated collector's panels (symbols, gaps, cycles)",
+    )
     dash.add_argument("--force", action="store_true", help="overwrite an existing file")
     dash.set_defaults(run=_dashboard)
 
-    obs = commands.add_parser("observe", help="a server profile of a running collector, from Prometheus")
+    obs = commands.add_parser("observe", help="a server profile of the API a service calls, from Prometheus")
     obs.add_argument("--prometheus", required=True, metavar="URL", help="e.g. http://localhost:9090")
-    obs.add_argument("--job", required=True, help="the collector's Prometheus job")
+    obs.add_argument("--job", required=True, help="the service's Prometheus job")
+    obs.add_argument("--api", help="the name given to exporter.add_api (default: the job's only one)")
+    obs.add_argument(
+        "--rate-status",
+        type=_status,
+        action="append",
+        help="a status the rate limit refuses with (repeatable; default 429)",
+    )
+    obs.add_argument(
+        "--cap-status",
+        type=_status,
+        action="append",
+        help="a status the concurrency cap refuses with (repeatable; default 503)",
+    )
     obs.add_argument("--range", type=_duration, default=3600.0, help="the window, e.g. 15m, 1h (default 1h)")
     obs.add_argument("--out", help="write the profile (JSON) here, for a notebook's server_profile")
     obs.add_argument("--force", action="store_true", help="overwrite an existing file")

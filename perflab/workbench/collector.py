@@ -3,7 +3,7 @@ capstone notebooks.
 
 Each cycle polls every symbol of the universe once (track A for the first half, B for the
 rest) through a rate-limited API: ``TokenBucketLimiter`` -> ``TaskPool`` ->
-``SimulatedAPI`` (retrying 429s after a short backoff), logs each answer as a JSON line
+``SimulatedAPI`` (retrying its refusals, 429 and 503, after a short backoff), logs each answer as a JSON line
 (``CompressedWriter``, or the planted per-record unbuffered write) and hands it to a
 ``BatchProcessor`` in front of a ``SimulatedSink``. Two planted problems can be switched
 on: a blocking call on the event loop and per-record unbuffered log writes; an oversized
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from perflab._validate import check_int, check_number
+from perflab.aio.apicalls import ApiCalls
 from perflab.aio.batching import BatchProcessor
 from perflab.aio.histogram import Histogram
 from perflab.aio.ratelimit import TokenBucketLimiter
@@ -31,7 +32,7 @@ from perflab.aio.taskpool import TaskPool
 from perflab.jsonl.codecs import CodecLevel
 from perflab.jsonl.writers import BufferedWriter, CompressedWriter
 from perflab.workbench.dataset import generate_records, symbol_universe
-from perflab.workbench.services import Latency, SimulatedAPI, SimulatedSink
+from perflab.workbench.services import REFUSED, Latency, SimulatedAPI, SimulatedSink
 
 if TYPE_CHECKING:
     from perflab.exporter import Exporter
@@ -40,7 +41,6 @@ __all__ = [
     "CollectorConfig",
     "CollectorRun",
     "ServiceConfig",
-    "CALL_BUCKETS",
     "CYCLE_BUCKETS",
     "LiveCounts",
     "run_collector",
@@ -146,8 +146,7 @@ class CollectorRun:
         return {**dataclasses.asdict(self), "rejected_share": self.rejected_share}
 
 
-#: Upper bounds (seconds) of the API call latency and cycle duration histograms.
-CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+#: Upper bounds (seconds) of the cycle duration histogram.
 CYCLE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 TRACKS = ("A", "B")
 
@@ -163,8 +162,6 @@ class LiveCounts:
         "cycle_missed",
         "cycles",
         "cycle_seconds",
-        "calls",
-        "latency",
     )
 
     def __init__(self) -> None:
@@ -174,8 +171,6 @@ class LiveCounts:
         self.cycle_missed = dict.fromkeys(TRACKS, 0)  # gaps of the last finished cycle
         self.cycles = 0
         self.cycle_seconds = Histogram(CYCLE_BUCKETS)
-        self.calls = {"ok": 0, "429": 0, "error": 0}
-        self.latency = Histogram(CALL_BUCKETS)  # answered (200) calls, as the client saw them
 
     def __repr__(self) -> str:
         return f"<LiveCounts cycles={self.cycles} collected={self.collected} missed={self.missed}>"
@@ -221,8 +216,8 @@ async def run_collector(
 
     A cycle starts every ``cycle_interval_s`` seconds (0: back to back). ``live`` counts
     per track and per answer as the run goes; ``exporter`` exports the run's pool,
-    limiter, batch processor, log writer and event loop (names "collector", "api",
-    "sink", "log", "main")."""
+    limiter, API calls, batch processor, log writer and event loop (names "collector",
+    "api" (limiter and API), "sink", "log", "main")."""
     check_int("cycles", cycles, minimum=1)
     check_number("cycle_interval_s", cycle_interval_s, minimum=0)
     loop = asyncio.get_running_loop()
@@ -242,6 +237,7 @@ async def run_collector(
     sink = SimulatedSink(per_call_ms=service.sink_call_ms, per_item_ms=service.sink_item_ms)
     path = Path(log_dir) / f"collector-{seed}.jsonl{'' if config.codec == 'plain' else '.log'}"
     log: Any = _PerRecordLog(path) if config.per_record_writes else log_writer(config, path)
+    calls = ApiCalls("api")  # the client's view of its calls: exported as a user's client's
     bodies = generate_records(config.symbols * cycles, seed=seed)
     counts = {"requests": 0, "ok": 0, "rejected": 0, "retries": 0, "failed": 0, "answers": 0}
 
@@ -255,13 +251,9 @@ async def run_collector(
         for attempt in range(MAX_RETRIES + 1):
             async with limiter:
                 counts["requests"] += 1
-                called = loop.time()
-                status = (await api.call(symbol)).status
-                if live is not None:
-                    live.calls["ok" if status == 200 else "429" if status == 429 else "error"] += 1
-                    if status == 200:  # a 429 answers at once: it says nothing of the latency
-                        live.latency.observe(loop.time() - called)
-            if status != 429:
+                async with calls.call() as call:
+                    status = call.status = (await api.call(symbol)).status
+            if status not in REFUSED:
                 break
             counts["rejected"] += 1
             if attempt < MAX_RETRIES:
@@ -295,7 +287,7 @@ async def run_collector(
     try:
         async with BatchProcessor(sink.write, config.batch_size, config.flush_interval) as batches:
             if exporter is not None:
-                _export(exporter, pool, limiter, batches, log)
+                _export(exporter, pool, limiter, calls, batches, log)
             next_start = loop.time()
             for cycle in range(cycles):
                 if service.incident_cycle is not None and cycle == service.incident_cycle:
@@ -331,10 +323,16 @@ async def run_collector(
 
 
 def _export(
-    exporter: Exporter, pool: TaskPool, limiter: TokenBucketLimiter, batches: BatchProcessor, log: Any
+    exporter: Exporter,
+    pool: TaskPool,
+    limiter: TokenBucketLimiter,
+    calls: ApiCalls,
+    batches: BatchProcessor,
+    log: Any,
 ) -> None:
     exporter.add_pool("collector", pool, replace=True)
     exporter.add_limiter("api", limiter, replace=True)
+    exporter.add_api("api", calls, replace=True)
     exporter.add_batcher("sink", batches, replace=True)
     if isinstance(log, BufferedWriter | CompressedWriter):
         exporter.add_writer("log", log, replace=True)

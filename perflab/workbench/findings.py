@@ -105,7 +105,7 @@ def taskpool(
     server_cap: int,
 ) -> Finding:
     """The decision for the last (hardest) latency: the smallest pool within the zone of the
-    best throughput that draws no 429 and stays within the server's cap, against one call
+    best throughput that draws no refusal and stays within the server's cap, against one call
     at a time (``baselines``: the tidy baseline sweep); what larger pools drew."""
     key = list(decisions)[-1]
     decision = decisions[key]
@@ -119,12 +119,12 @@ def taskpool(
     text = f"With latency `{worst}`: {decision.text(_setting)} "
     rejected = at[(at["metric"] == "rejected_per_s") & (at["median"] > 0)]
     if rejected.empty:
-        text += f"No setting drew 429s from the server's cap of {server_cap}. "
+        text += f"No setting drew a refusal (429, 503) from the server (cap {server_cap}). "
     else:
         first = int(rejected["max_concurrent"].min())
         top = int(at["max_concurrent"].max())
         text += (
-            f"From {first} concurrent calls the server's cap of {server_cap} answers 429s "
+            f"From {first} concurrent calls the server (cap {server_cap}) refuses calls "
             f"({_median(at, 'rejected_per_s', max_concurrent=first):,.0f}/s at {first}, "
             f"{_median(at, 'rejected_per_s', max_concurrent=top):,.0f}/s at {top}). "
         )
@@ -504,7 +504,7 @@ def profiler(
     for metric, label, fmt in (
         ("loop_stall_ms", "the longest loop stall", "{:,.0f} ms"),
         ("write_calls", "write calls per cycle", "{:,.0f}"),
-        ("rejected_share", "the share of calls answered 429", "{:.0%}"),
+        ("rejected_share", "the share of calls refused (429, 503)", "{:.0%}"),
     ):
         if metric in by.index:
             row = by.loc[metric]
@@ -573,7 +573,7 @@ def collector(
         f"The cheapest configuration that meets {target_cycle_s:g} s per cycle for {symbols:,} symbols "
         f"is **pool_size={pool}, rate={rate:,.0f}/s**: its worst of {runs} cycles took {worst:.3f} s, "
         f"a margin of {margin:.3f} s ({margin / target_cycle_s:.0%}), with "
-        f"{chosen_runs['rejected_share'].median():.1%} of calls answered 429 and "
+        f"{chosen_runs['rejected_share'].median():.1%} of calls refused (429, 503) and "
         f"{chosen_runs['failed_per_cycle'].max():,.0f} symbols lost. "
     )
     ruled = [v for v in decision.settings if v.status == "infeasible"]
@@ -588,7 +588,7 @@ def collector(
         text += (
             f"Pools past the server's cap of {server_cap} (measured: "
             f"{', '.join(str(p) for p in sorted(set(beyond['pool_size'].astype(int))))}) drew "
-            f"{share:.1%} 429s (median) and their best cycle took {fastest:.3f} s"
+            f"{share:.1%} refused (median) and their best cycle took {fastest:.3f} s"
             + (" — no faster than the choice. " if fastest >= chosen_runs["cycle_s"].min() else ". ")
         )
     ok = batches[batches["cycle_s"] <= target_cycle_s * (1 - required_margin)]
@@ -645,8 +645,8 @@ def monitoring(
         return f"{before} -> {after} ({verdict})"
 
     parts = [f"collection rate {moved('collected_per_s', '{:,.0f}/s')}"]
-    if "share_429" in by:
-        parts.append(f"429 share {moved('share_429', '{:.0%}')}")
+    if "refused_share" in by:
+        parts.append(f"refused share (429, 503) {moved('refused_share', '{:.0%}')}")
     if "gaps" in by:
         parts.append(f"gaps per cycle {moved('gaps', '{:,.0f}')}")
     if "call_ms" in by:
@@ -656,7 +656,7 @@ def monitoring(
         f"panels, measured scrape by scrape before and after: {'; '.join(parts)}. "
         f"After it the answered rate and latency sustain {estimate} calls in flight (Little's law); the lab "
         f"tried pools around that against the server as it now is (cap {incident_cap}), a cycle per run, "
-        f"no 429 and no lost symbol allowed. {decision.text(_setting)}"
+        f"no refusal and no lost symbol allowed. {decision.text(_setting)}"
     )
     recommended: dict[str, Any] = {}
     if decision.chosen is None:
@@ -666,16 +666,16 @@ def monitoring(
         text += f" **max_concurrent = {chosen}** replaces the pool of {pool_size}."
     else:
         text += f" The pool of {pool_size} stays: nothing to change."
-    after = by["share_429"] if "share_429" in by else None
+    after = by["refused_share"] if "refused_share" in by else None
     share_after = float(after["candidate_median"]) if after is not None else 0.0
     return Finding(
         title="Monitoring: the collector's dashboard through an incident",
-        key_figure=f"429 share {float(after['baseline_median']):.0%} -> {share_after:.0%} when the cap fell"
+        key_figure=f"refused {float(after['baseline_median']):.0%} -> {share_after:.0%} when the cap fell"
         if after is not None
         else "no API calls scraped",
         recommended=recommended,
         conclusion=text,
-        key_value=KeyValue("share_429", {"phase": "after"}, share_after) if after is not None else None,
+        key_value=KeyValue("refused_share", {"phase": "after"}, share_after) if after is not None else None,
         decision=decision_card(decision),
     )
 

@@ -65,7 +65,7 @@ METRICS: dict[str, Metric] = {
     "loop_stall_ms": Metric("ms", "lower"),
     # live monitoring (scraped)
     "collected_per_s": Metric("/s", "higher"),
-    "share_429": Metric("", "lower"),
+    "refused_share": Metric("", "lower"),
     "slot_usage": Metric("", "neither"),
     "gaps": Metric("", "lower"),
     "calls_ok_per_s": Metric("/s", "higher"),

@@ -5,13 +5,14 @@
 The collector's metrics (no label per symbol: tracks and answer kinds only):
 ``perflab_collector_symbols{track}`` (symbols per cycle), ``perflab_collector_collected_total{track}``,
 ``perflab_collector_missed_total{track}`` and ``perflab_collector_cycle_missed{track}`` (gaps),
-``perflab_collector_cycles_total``, ``perflab_collector_cycle_seconds``,
-``perflab_api_calls_total{status}`` (ok, 429, error) and ``perflab_api_call_seconds``.
+``perflab_collector_cycles_total``, ``perflab_collector_cycle_seconds``; its API calls
+go through the public instrumentation (``Exporter.add_api``) as a user's client's would.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 import urllib.request
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "DASHBOARD_PANELS",
+    "Panel",
     "Scraper",
     "dashboard",
+    "dashboard_panels",
     "export_collector",
     "panel_series",
     "phases",
@@ -62,14 +64,6 @@ class _LiveCountsMetrics:
         yield CounterMetricFamily("perflab_collector_cycles", "Cycles finished.", value=float(live.cycles))
         cycles = [("", live.cycle_seconds.snapshot())]
         yield histogram_family("perflab_collector_cycle_seconds", "Cycle duration.", cycles, label=None)
-        calls = CounterMetricFamily("perflab_api_calls", "API calls, by answer.", labels=["status"])
-        for status, count in live.calls.items():
-            calls.add_metric([status], float(count))
-        yield calls
-        latency = [("", live.latency.snapshot())]
-        yield histogram_family(
-            "perflab_api_call_seconds", "API call latency seen by the client.", latency, label=None
-        )
 
     def describe(self) -> Iterator[Any]:
         return self.collect()
@@ -82,91 +76,163 @@ def export_collector(exporter: Exporter, live: LiveCounts) -> None:
 
 # --------------------------------------------------------------------------- the dashboard
 
-#: The dashboard's panels: title, unit, and PromQL targets (legend, expression). ``$job``
-#: is the dashboard's job variable; rates use Grafana's ``$__rate_interval``.
-DASHBOARD_PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
-    (
-        "Symbols per cycle (universe)",
-        "short",
-        (("track {{track}}", 'perflab_collector_symbols{job="$job"}'),),
-    ),
-    (
-        "Collection rate per track",
-        "ops",
-        (("track {{track}}", 'rate(perflab_collector_collected_total{job="$job"}[$__rate_interval])'),),
-    ),
-    (
-        "Pool slot usage",
-        "percentunit",
-        (
-            (
-                "in flight / slots",
-                'perflab_pool_in_flight{job="$job",name="collector"} / '
-                'perflab_pool_max_concurrent{job="$job",name="collector"}',
-            ),
-            ("queued", 'perflab_pool_queued{job="$job",name="collector"}'),
-        ),
-    ),
-    (
-        "Gaps: symbols missed per cycle",
-        "short",
-        (("track {{track}}", 'perflab_collector_cycle_missed{job="$job"}'),),
-    ),
-    (
-        "API calls and 429s",
-        "reqps",
-        (
-            ("{{status}}", 'sum by (status) (rate(perflab_api_calls_total{job="$job"}[$__rate_interval]))'),
-            (
-                "429 share",
-                'sum(rate(perflab_api_calls_total{job="$job",status="429"}[$__rate_interval])) / '
-                'sum(rate(perflab_api_calls_total{job="$job"}[$__rate_interval]))',
-            ),
-        ),
-    ),
-    (
-        "Rate limiter: achieved rate and waits",
-        "short",
-        (
-            (
-                "achieved tokens/s",
-                'rate(perflab_limiter_acquired_total{job="$job",name="api"}[$__rate_interval])',
-            ),
-            ("configured rate", 'perflab_limiter_rate{job="$job",name="api"}'),
-            (
-                "wait p99 (s)",
-                "histogram_quantile(0.99, sum by (le) "
-                '(rate(perflab_limiter_wait_seconds_bucket{job="$job",name="api"}[$__rate_interval])))',
-            ),
-        ),
-    ),
-    (
-        "Event-loop lag",
-        "s",
-        (
-            (
-                "p99",
-                "histogram_quantile(0.99, sum by (le) "
-                '(rate(perflab_event_loop_lag_seconds_bucket{job="$job"}[$__rate_interval])))',
-            ),
-            (
-                "mean",
-                'rate(perflab_event_loop_lag_seconds_sum{job="$job"}[$__rate_interval]) / '
-                'rate(perflab_event_loop_lag_seconds_count{job="$job"}[$__rate_interval])',
-            ),
-        ),
-    ),
-)
+#: A dashboard panel: title, unit, and PromQL targets (legend, expression).
+Panel = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-def dashboard(*, title: str = "perflab collector", job: str = "perflab-collector") -> dict[str, Any]:
-    """A Grafana dashboard (JSON model, importable as is) over the collector's and the
-    primitives' metrics, with a Prometheus data-source variable and a job variable."""
+def dashboard_panels(
+    *,
+    pool: str = "collector",
+    limiter: str = "api",
+    api: str = "api",
+    loop: str = "main",
+    collector: bool = False,
+) -> tuple[Panel, ...]:
+    """The dashboard's panels over the names a service registered its pool, limiter, API
+    (:meth:`perflab.exporter.Exporter.add_api`) and loop under; ``collector`` adds the
+    simulated collector's own panels (symbols, tracks, gaps, cycles). ``$job`` is the
+    dashboard's job variable; rates use Grafana's ``$__rate_interval``."""
+    for label, value in (("pool", pool), ("limiter", limiter), ("api", api), ("loop", loop)):
+        check_str(label, value)
+        if not value or any(c in value for c in '"\\\n'):
+            raise ValueError(f"{label} must be a non-empty name without quotes or backslashes, got {value!r}")
+    job = 'job="$job"'
+    window = "[$__rate_interval]"
+    calls = f'perflab_api_calls_total{{{job},name="{api}"}}'
+    panels: list[Panel] = []
+    if collector:
+        panels += [
+            (
+                "Symbols per cycle (universe)",
+                "short",
+                (("track {{track}}", f"perflab_collector_symbols{{{job}}}"),),
+            ),
+            (
+                "Collection rate per track",
+                "ops",
+                (("track {{track}}", f"rate(perflab_collector_collected_total{{{job}}}{window})"),),
+            ),
+            (
+                "Gaps: symbols missed per cycle",
+                "short",
+                (("track {{track}}", f"perflab_collector_cycle_missed{{{job}}}"),),
+            ),
+        ]
+    panels += [
+        (
+            "Pool slot usage",
+            "percentunit",
+            (
+                (
+                    "in flight / slots",
+                    f'perflab_pool_in_flight{{{job},name="{pool}"}} / '
+                    f'perflab_pool_max_concurrent{{{job},name="{pool}"}}',
+                ),
+                ("queued", f'perflab_pool_queued{{{job},name="{pool}"}}'),
+            ),
+        ),
+        (
+            "API calls by answer, and the refused share (429, 503)",
+            "reqps",
+            (
+                ("{{status}}", f"sum by (status) (rate({calls}{window}))"),
+                (
+                    "refused share",
+                    f'sum(rate(perflab_api_calls_total{{{job},name="{api}",status=~"429|503"}}{window})) / '
+                    f"sum(rate({calls}{window}))",
+                ),
+            ),
+        ),
+        (
+            "API latency of answered calls",
+            "s",
+            tuple(
+                (
+                    f"p{int(q * 100)}",
+                    f"histogram_quantile({q}, sum by (le) "
+                    f'(rate(perflab_api_call_seconds_bucket{{{job},name="{api}"}}{window})))',
+                )
+                for q in (0.5, 0.99)
+            ),
+        ),
+        (
+            "Calls at the server and in the pool",
+            "short",
+            (
+                ("at the server (sent, not answered)", f'perflab_api_in_flight{{{job},name="{api}"}}'),
+                ("pool in flight", f'perflab_pool_in_flight{{{job},name="{pool}"}}'),
+            ),
+        ),
+        (
+            "Rate limiter: achieved rate and waits",
+            "short",
+            (
+                (
+                    "achieved tokens/s",
+                    f'rate(perflab_limiter_acquired_total{{{job},name="{limiter}"}}{window})',
+                ),
+                ("configured rate", f'perflab_limiter_rate{{{job},name="{limiter}"}}'),
+                (
+                    "wait p99 (s)",
+                    "histogram_quantile(0.99, sum by (le) "
+                    f'(rate(perflab_limiter_wait_seconds_bucket{{{job},name="{limiter}"}}{window})))',
+                ),
+            ),
+        ),
+        (
+            "Event-loop lag",
+            "s",
+            (
+                (
+                    "p99",
+                    "histogram_quantile(0.99, sum by (le) "
+                    f'(rate(perflab_event_loop_lag_seconds_bucket{{{job},name="{loop}"}}{window})))',
+                ),
+                (
+                    "mean",
+                    f'rate(perflab_event_loop_lag_seconds_sum{{{job},name="{loop}"}}{window}) / '
+                    f'rate(perflab_event_loop_lag_seconds_count{{{job},name="{loop}"}}{window})',
+                ),
+            ),
+        ),
+    ]
+    if collector:
+        panels.append(
+            (
+                "Cycle duration",
+                "s",
+                tuple(
+                    (
+                        f"p{int(q * 100)}",
+                        f"histogram_quantile({q}, sum by (le) "
+                        f"(rate(perflab_collector_cycle_seconds_bucket{{{job}}}{window})))",
+                    )
+                    for q in (0.5, 0.99)
+                ),
+            )
+        )
+    return tuple(panels)
+
+
+def dashboard(
+    *,
+    title: str = "perflab service",
+    job: str = "perflab-collector",
+    pool: str = "collector",
+    limiter: str = "api",
+    api: str = "api",
+    loop: str = "main",
+    collector: bool = False,
+) -> dict[str, Any]:
+    """A Grafana dashboard (JSON model, importable as is) over the primitives' and the
+    API's metrics under the given names (see :func:`dashboard_panels`), with a Prometheus
+    data-source variable and a job variable."""
     check_str("title", title)
     check_str("job", job)
     datasource = {"type": "prometheus", "uid": "${datasource}"}
     panels = []
-    for i, (panel_title, unit, targets) in enumerate(DASHBOARD_PANELS):
+    chosen = dashboard_panels(pool=pool, limiter=limiter, api=api, loop=loop, collector=collector)
+    for i, (panel_title, unit, targets) in enumerate(chosen):
         panels.append(
             {
                 "id": i + 1,
@@ -189,7 +255,7 @@ def dashboard(*, title: str = "perflab collector", job: str = "perflab-collector
         )
     return {
         "title": title,
-        "uid": "perflab-collector",
+        "uid": "perflab-" + re.sub(r"[^A-Za-z0-9_-]", "-", job)[:32],
         "tags": ["perflab"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -279,9 +345,17 @@ def _value(frame: pd.DataFrame, metric: str, **labels: str) -> pd.Series:
     return rows.groupby("t")["value"].sum()
 
 
-def panel_series(frame: pd.DataFrame) -> pd.DataFrame:
+def panel_series(
+    frame: pd.DataFrame,
+    *,
+    pool: str = "collector",
+    limiter: str = "api",
+    api: str = "api",
+    loop: str = "main",
+) -> pd.DataFrame:
     """The dashboard's panels from scraped samples: one row per scrape, rates from the
-    counters' change since the previous scrape (as ``rate()`` over one interval)."""
+    counters' change since the previous scrape (as ``rate()`` over one interval).
+    ``calls_ok_per_s`` counts the answered (2xx, 3xx) calls."""
     import pandas as pd
 
     def rate(series: pd.Series) -> pd.Series:
@@ -296,22 +370,32 @@ def panel_series(frame: pd.DataFrame) -> pd.DataFrame:
         )
         out[f"gaps_{track}"] = _value(frame, "perflab_collector_cycle_missed", track=track)
     out["cycles"] = _value(frame, "perflab_collector_cycles_total")
-    in_flight = _value(frame, "perflab_pool_in_flight", name="collector")
-    out["slot_usage"] = in_flight / _value(frame, "perflab_pool_max_concurrent", name="collector")
-    for status in ("ok", "429", "error"):
-        out[f"calls_{status}_per_s"] = rate(_value(frame, "perflab_api_calls_total", status=status))
-    all_calls = out[["calls_ok_per_s", "calls_429_per_s", "calls_error_per_s"]].sum(axis=1)
-    out["share_429"] = out["calls_429_per_s"] / all_calls.where(all_calls > 0)
-    out["limiter_per_s"] = rate(_value(frame, "perflab_limiter_acquired_total", name="api"))
-    out["limiter_target"] = _value(frame, "perflab_limiter_rate", name="api")
-    for metric, column in (
-        ("perflab_limiter_wait_seconds", "limiter_wait_ms"),
-        ("perflab_event_loop_lag_seconds", "loop_lag_ms"),
-        ("perflab_api_call_seconds", "call_ms"),
+    in_flight = _value(frame, "perflab_pool_in_flight", name=pool)
+    out["slot_usage"] = in_flight / _value(frame, "perflab_pool_max_concurrent", name=pool)
+    calls = frame[(frame["metric"] == "perflab_api_calls_total") & (frame["name"] == api)]
+    by_status = {
+        str(status): rate(group.groupby("t")["value"].sum()) for status, group in calls.groupby("status")
+    }
+    answered = [s for s in by_status if s.isdigit() and 200 <= int(s) < 400]
+    zero = pd.Series(0.0, index=out.index)
+    out["calls_ok_per_s"] = sum((by_status[s] for s in answered), zero)
+    out["calls_429_per_s"] = by_status.get("429", zero)
+    out["calls_503_per_s"] = by_status.get("503", zero)
+    out["calls_error_per_s"] = sum(
+        (v for s, v in by_status.items() if s not in {*answered, "429", "503"}), zero
+    )
+    all_calls = sum(by_status.values(), zero)
+    refused = out["calls_429_per_s"] + out["calls_503_per_s"]
+    out["refused_share"] = refused / all_calls.where(all_calls > 0)
+    out["api_in_flight"] = _value(frame, "perflab_api_in_flight", name=api)
+    out["limiter_per_s"] = rate(_value(frame, "perflab_limiter_acquired_total", name=limiter))
+    out["limiter_target"] = _value(frame, "perflab_limiter_rate", name=limiter)
+    for metric, column, name in (
+        ("perflab_limiter_wait_seconds", "limiter_wait_ms", limiter),
+        ("perflab_event_loop_lag_seconds", "loop_lag_ms", loop),
+        ("perflab_api_call_seconds", "call_ms", api),
     ):
-        labels = (
-            {} if metric == "perflab_api_call_seconds" else {"name": "api" if "limiter" in metric else "main"}
-        )
+        labels = {"name": name}
         total = _value(frame, f"{metric}_sum", **labels).diff()
         count = _value(frame, f"{metric}_count", **labels).diff()
         out[column] = total / count.where(count > 0) * 1e3
@@ -329,7 +413,7 @@ def phases(series: pd.DataFrame, incident_cycle: int) -> pd.DataFrame:
     rows["repeat"] = rows.groupby("phase").cumcount()
     metrics = [
         "collected_per_s",
-        "share_429",
+        "refused_share",
         "slot_usage",
         "gaps",
         "calls_ok_per_s",

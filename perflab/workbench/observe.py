@@ -1,10 +1,12 @@
-"""The lab fitted from production: read what a running collector's metrics say about its
-API (latency quantiles, 429 share, request rate, concurrency) from Prometheus, as a
-server profile the task-pool, rate-limit and collector notebooks take as a parameter; and
-hold a lab prediction against an observed window.
+"""The lab fitted from production: read what a running service's client metrics say
+about the API it calls (answered latency, its rate limit and its concurrency cap, told
+apart by the status they refuse with) from Prometheus, as a server profile the task-pool,
+rate-limit and collector notebooks take as a parameter; and hold a lab prediction
+against an observed window.
 
 Queries go to Prometheus's HTTP API (``/api/v1/query``) over the metrics of
-:mod:`perflab.workbench.monitoring` and :mod:`perflab.exporter`.
+:meth:`perflab.exporter.Exporter.add_api` (and, when present, the simulated collector's
+cycle time from :mod:`perflab.workbench.monitoring`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perflab._files import write_new
 from perflab._validate import check_number, check_str
-from perflab.measure.queueing import in_flight
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,10 +32,13 @@ if TYPE_CHECKING:
 __all__ = ["ServerProfile", "lab_against_observed", "observe", "prometheus_query", "profile_overrides"]
 
 
-def prometheus_query(url: str, expr: str, *, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The result vector of an instant query (``[]`` when nothing matched)."""
-    query = urllib.parse.urlencode({"query": expr})
-    target = f"{url.rstrip('/')}/api/v1/query?{query}"
+def prometheus_query(
+    url: str, expr: str, *, timeout: float = 10.0, at: float | None = None, kind: str = "vector"
+) -> list[dict[str, Any]]:
+    """The result of an instant query (``[]`` when nothing matched), evaluated now or
+    ``at`` (Unix seconds); ``kind`` is the result type expected (vector or matrix)."""
+    params = {"query": expr, **({} if at is None else {"time": f"{at:.3f}"})}
+    target = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode(params)}"
     try:
         with urllib.request.urlopen(target, timeout=timeout) as response:  # noqa: S310 - the user's URL
             payload = json.loads(response.read())
@@ -45,14 +51,14 @@ def prometheus_query(url: str, expr: str, *, timeout: float = 10.0) -> list[dict
     if payload.get("status") != "success":
         raise ValueError(f"Prometheus query {expr!r} failed: {payload.get('error')}")
     data = payload["data"]
-    if data["resultType"] != "vector":
-        raise ValueError(f"query {expr!r} gave a {data['resultType']}, not a vector")
+    if data["resultType"] != kind:
+        raise ValueError(f"query {expr!r} gave a {data['resultType']}, not a {kind}")
     return list(data["result"])
 
 
-def _scalar(url: str, expr: str) -> float:
+def _scalar(url: str, expr: str, at: float | None = None) -> float:
     """One number from a query that yields at most one series (NaN when none)."""
-    result = prometheus_query(url, expr)
+    result = prometheus_query(url, expr, at=at)
     if not result:
         return math.nan
     if len(result) > 1:
@@ -60,35 +66,74 @@ def _scalar(url: str, expr: str) -> float:
     return float(result[0]["value"][1])
 
 
+#: What a profile's limit is: seen (refusals showed where it is), a lower bound (the
+#: server never refused at the highest level reached), or unknown (no data).
+LimitKind = str
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerProfile:
-    """What a window of production says about the API: the latency of answered calls
-    (p50, p99 and the lognormal model the simulated API takes), the 429 share, the call
-    rate, how many calls the pool had in flight, and the cycle time.
+    """What a window of production says about an API, from the client's own metrics
+    (:meth:`perflab.exporter.Exporter.add_api`).
 
-    ``server_cap`` is how many calls the server was seen to answer at once: when it
-    refused more than 1% of calls, its answered rate times the answered latency (Little's
-    law); otherwise the most calls in flight. Client-side metrics cannot see the cap
-    itself, so this is a lower bound, and sweeps run on it are conservative.
-    ``server_rate`` is the answered calls per second (a lower bound of its rate limit)."""
+    Latency: of answered calls (p50, p99, mean, and the lognormal model the simulated
+    API takes). Two limits, told apart by the status they answer with:
+
+    - the rate limit (``rate_statuses``, 429 by default): ``server_rate`` is the rate of
+      calls it let through while it refused some (``server_rate_kind`` "seen"); with no
+      refusal it is the highest send rate seen, a "lower bound". Its burst cannot be read
+      from counters scraped seconds apart: ``server_burst`` is None (unknown).
+    - the concurrency cap (``cap_statuses``, 503 by default): ``server_cap`` is one below
+      the fewest calls at the server (counted by the client from send to answer) at which
+      one was refused ("seen"); with no refusal, the most calls answered at once, a
+      "lower bound". Calls waiting on the client's own limiter or pool are not at the
+      server, so they never inflate it.
+
+    ``range_s`` is the window actually read (clamped to the series' age) and ``end`` its
+    end (the last scrape, Unix seconds)."""
 
     job: str
+    api: str
     source: str
     range_s: float
+    end: float
     latency: str
     latency_p50_ms: float
     latency_p99_ms: float
+    latency_mean_ms: float
     call_rate: float
+    answered_rate: float
     rejected_share: float
-    concurrency_mean: float
-    concurrency_max: float
-    server_cap: int
+    rate_rejected_share: float
+    cap_rejected_share: float
     server_rate: float
-    cycle_p50_s: float
-    cycle_p99_s: float
+    server_rate_kind: LimitKind
+    server_burst: float | None
+    server_cap: int
+    server_cap_kind: LimitKind
+    at_server_mean: float
+    at_server_max: float
+    retry_after_p50_s: float
+    rate_statuses: tuple[int, ...] = (429,)
+    cap_statuses: tuple[int, ...] = (503,)
+    cycle_p50_s: float = math.nan
+    cycle_p99_s: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """The profile in two lines of words."""
+        rate = f"{self.server_rate:,.1f}/s" + (
+            " or more (never refused)" if self.server_rate_kind != "seen" else ""
+        )
+        cap = f"{self.server_cap}" + (" or more (never refused)" if self.server_cap_kind != "seen" else "")
+        burst = "unknown" if self.server_burst is None else f"{self.server_burst:g}"
+        return (
+            f"rate limit {rate}, burst {burst}; "
+            f"concurrency cap {cap}; answered latency p50 {self.latency_p50_ms:.1f} ms, "
+            f"p99 {self.latency_p99_ms:.1f} ms"
+        )
 
     def save(self, path: str | os.PathLike[str], *, replace: bool = False) -> Path:
         return write_new(path, json.dumps(self.as_dict(), indent=2).encode(), replace=replace)
@@ -99,64 +144,187 @@ class ServerProfile:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as error:
             raise ValueError(f"server profile {path}: {error}") from None
-        fields = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(fields - set(data))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(data))
         if missing:
             raise ValueError(f"server profile {path} lacks {missing}: write it with perflab observe")
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        values = {k: v for k, v in data.items() if k in fields}
+        for name in ("rate_statuses", "cap_statuses"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
 
 
-def observe(url: str, job: str, *, range_s: float = 3600.0) -> ServerProfile:
-    """A :class:`ServerProfile` of ``job`` over the last ``range_s`` seconds."""
+def _label_values(
+    url: str, metric: str, label: str, selector: str = "", at: float | None = None
+) -> list[str]:
+    result = prometheus_query(url, f"group by ({label}) ({metric}{{{selector}}})", at=at)
+    return sorted(str(r["metric"].get(label, "")) for r in result)
+
+
+def _statuses(statuses: Any, name: str) -> tuple[int, ...]:
+    values = tuple(statuses)
+    for status in values:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"{name} must be HTTP statuses (100-599), got {status!r}")
+    return values
+
+
+def _series_span(url: str, selector: str, range_s: float) -> tuple[float, float]:
+    """The first and last scrape times of ``perflab_api_calls_total{selector}`` within
+    ``range_s`` seconds of now."""
+    result = prometheus_query(
+        url, f"perflab_api_calls_total{{{selector}}}[{int(math.ceil(range_s))}s]", kind="matrix"
+    )
+    times = [float(t) for series in result for t, _ in series["values"]]
+    if not times:
+        raise ValueError(
+            f"no samples of perflab_api_calls_total{{{selector}}} in the last {range_s:g} s: "
+            "did the job stop long ago? pass a longer --range"
+        )
+    return min(times), max(times)
+
+
+def _levels(url: str, selector: str, window: str, at: float) -> list[tuple[float, float]]:
+    """(le, count) of a histogram's buckets over the window ending ``at``, summed over
+    the other labels. A series born inside the window counts whole (``increase`` would
+    drop its first scrape: the first refusals of a status)."""
+    x = f"perflab_api_in_flight_at_send_bucket{{{selector}}}"
+    result = prometheus_query(url, f"sum by (le) (({x} - {x} offset {window}) or {x})", at=at)
+    return sorted((float(r["metric"]["le"]), float(r["value"][1])) for r in result)
+
+
+def observe(
+    url: str,
+    job: str,
+    *,
+    range_s: float = 3600.0,
+    api: str | None = None,
+    rate_statuses: Sequence[int] = (429,),
+    cap_statuses: Sequence[int] = (503,),
+) -> ServerProfile:
+    """A :class:`ServerProfile` of the API ``api`` (the one the job exports, by default)
+    over the last ``range_s`` seconds of ``job``'s series (clamped to their age, with a
+    warning), ending at its last scrape."""
     check_str("url", url)
     check_str("job", job)
     check_number("range_s", range_s, minimum=1)
-    window = f"{int(range_s)}s"
-    sel = f'job="{job}"'
-
-    def quantile(q: float, metric: str) -> float:
-        return _scalar(
-            url, f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{sel}}}[{window}])))"
+    rate_codes = _statuses(rate_statuses, "rate_statuses")
+    cap_codes = _statuses(cap_statuses, "cap_statuses")
+    if set(rate_codes) & set(cap_codes):
+        raise ValueError(f"a status cannot mean both limits: {sorted(set(rate_codes) & set(cap_codes))}")
+    jobs = _label_values(url, "perflab_api_calls_total", "job")
+    if job not in jobs:
+        seen = ", ".join(jobs) if jobs else "none (register the client's API with exporter.add_api)"
+        raise ValueError(f'no series perflab_api_calls_total{{job="{job}"}}; jobs seen: {seen}')
+    names = _label_values(url, "perflab_api_calls_total", "name", f'job="{job}"')
+    if api is None:
+        if len(names) != 1:
+            raise ValueError(f"job {job!r} exports the APIs {names}: name one (api=..., --api)")
+        api = names[0]
+    elif api not in names:
+        raise ValueError(
+            f'no series perflab_api_calls_total{{job="{job}",name="{api}"}}; APIs seen: {", ".join(names)}'
         )
+    sel = f'job="{job}",name="{api}"'
+    first, last = _series_span(url, sel, range_s)
+    age = last - first
+    if age < 2:
+        raise ValueError(
+            f"job {job!r} has {age:.1f} s of perflab_api_calls_total: let Prometheus scrape longer"
+        )
+    if range_s > age + 1:
+        warnings.warn(
+            f"the window ({range_s:g} s) is longer than job {job!r}'s series ({age:.0f} s): "
+            f"read over {age:.0f} s",
+            UserWarning,
+            stacklevel=2,
+        )
+        range_s = math.floor(age)
+    window = f"{int(range_s)}s"
+    step = f"{max(2, min(10, int(range_s) // 20))}s"  # the sub-windows a limit is judged in
 
-    calls = _scalar(url, f"sum(rate(perflab_api_calls_total{{{sel}}}[{window}]))")
-    if not calls > 0:
-        raise ValueError(f"job {job!r} made no API calls in the last {window} (perflab_api_calls_total)")
-    ok = _scalar(url, f'sum(rate(perflab_api_calls_total{{{sel},status="ok"}}[{window}]))')
-    rejected = _scalar(url, f'sum(rate(perflab_api_calls_total{{{sel},status="429"}}[{window}]))')
+    def scalar(expr: str) -> float:
+        return _scalar(url, expr, at=last)
+
+    def of(statuses: tuple[int, ...]) -> str:
+        return "|".join(str(s) for s in statuses)
+
+    calls = f"perflab_api_calls_total{{{sel}}}"
+    total = scalar(f"sum(rate({calls}[{window}]))")
+    if not total > 0:
+        raise ValueError(f"job {job!r} made no calls to {api!r} in the {window} ending at its last scrape")
+    answered = scalar(f'sum(rate(perflab_api_calls_total{{{sel},status=~"[23].."}}[{window}]))')
+    rate_refused = scalar(f'sum(rate(perflab_api_calls_total{{{sel},status=~"{of(rate_codes)}"}}[{window}]))')
+    cap_refused = scalar(f'sum(rate(perflab_api_calls_total{{{sel},status=~"{of(cap_codes)}"}}[{window}]))')
+    rate_refused = rate_refused if math.isfinite(rate_refused) else 0.0
+    cap_refused = cap_refused if math.isfinite(cap_refused) else 0.0
+    answered = answered if math.isfinite(answered) else 0.0
+
+    latency = f"perflab_api_call_seconds_bucket{{{sel}}}"
     p50, p99 = (
-        quantile(0.5, "perflab_api_call_seconds") * 1e3,
-        quantile(0.99, "perflab_api_call_seconds") * 1e3,
+        scalar(f"histogram_quantile({q}, sum by (le) (rate({latency}[{window}])))") * 1e3 for q in (0.5, 0.99)
     )
-    in_flight_series = f'perflab_pool_in_flight{{{sel},name="collector"}}'
-    mean = _scalar(url, f"avg_over_time({in_flight_series}[{window}])")
-    peak = _scalar(url, f"max_over_time({in_flight_series}[{window}])")
-    share = (rejected if math.isfinite(rejected) else 0.0) / calls
-    latency_sum = f"sum(rate(perflab_api_call_seconds_sum{{{sel}}}[{window}]))"
-    latency_count = f"sum(rate(perflab_api_call_seconds_count{{{sel}}}[{window}]))"
-    mean_latency = _scalar(url, f"{latency_sum} / {latency_count}")
-    # What the server was seen to answer at once (Little's law: answered rate x latency)
-    # when it refused calls; without refusals the most in flight. A lower bound either way.
-    answered = in_flight(
-        ok if math.isfinite(ok) else 0.0, mean_latency if math.isfinite(mean_latency) else 0.0
+    mean = (
+        scalar(
+            f"sum(rate(perflab_api_call_seconds_sum{{{sel}}}[{window}])) / "
+            f"sum(rate(perflab_api_call_seconds_count{{{sel}}}[{window}]))"
+        )
+        * 1e3
     )
-    cap = answered if share > 0.01 else peak
-    latency = f"lognormal:{p50:.3g}:{p99:.3g}" if p99 > p50 > 0 else f"constant:{max(p50, 0.001):.3g}"
+
+    # The rate limit: what it let through in the sub-windows where it refused some.
+    let_through = f'sum(rate(perflab_api_calls_total{{{sel},status!~"{of(rate_codes)}"}}[{step}]))'
+    refused_now = f'sum(rate(perflab_api_calls_total{{{sel},status=~"{of(rate_codes)}"}}[{step}])) > 0'
+    server_rate = scalar(f"avg_over_time(({let_through} and {refused_now})[{window}:{step}])")
+    rate_kind = "seen"
+    if not math.isfinite(server_rate):
+        server_rate = scalar(f"max_over_time(sum(rate({calls}[{step}]))[{window}:{step}])")
+        rate_kind = "lower bound"
+
+    # The concurrency cap: the fewest calls at the server at which one was refused.
+    refused_levels = [
+        le for le, n in _levels(url, f'{sel},status=~"{of(cap_codes)}"', window, last) if n >= 0.5
+    ]
+    if refused_levels:
+        server_cap, cap_kind = max(1, int(refused_levels[0]) - 1), "seen"
+    else:
+        levels = _levels(url, f'{sel},status=~"[23].."', window, last)
+        most = levels[-1][1] if levels else 0.0
+        reached = [le for le, n in levels if n >= most - 0.5 and math.isfinite(le)]
+        server_cap, cap_kind = (int(reached[0]), "lower bound") if most > 0 and reached else (1, "unknown")
+    in_flight = f"perflab_api_in_flight{{{sel}}}"
+    retry = f"perflab_api_retry_after_seconds_bucket{{{sel}}}"
+    latency_model = f"lognormal:{p50:.3g}:{p99:.3g}" if p99 > p50 > 0 else f"constant:{max(p50, 0.001):.3g}"
+    cycles = f'perflab_collector_cycle_seconds_bucket{{job="{job}"}}'
     return ServerProfile(
         job=job,
+        api=api,
         source=url,
         range_s=float(range_s),
-        latency=latency,
+        end=last,
+        latency=latency_model,
         latency_p50_ms=p50,
         latency_p99_ms=p99,
-        call_rate=calls,
-        rejected_share=share,
-        concurrency_mean=mean,
-        concurrency_max=peak,
-        server_cap=max(1, int(cap)) if math.isfinite(cap) else 1,
-        server_rate=ok if math.isfinite(ok) else 0.0,
-        cycle_p50_s=quantile(0.5, "perflab_collector_cycle_seconds"),
-        cycle_p99_s=quantile(0.99, "perflab_collector_cycle_seconds"),
+        latency_mean_ms=mean,
+        call_rate=total,
+        answered_rate=answered,
+        rejected_share=(rate_refused + cap_refused) / total,
+        rate_rejected_share=rate_refused / total,
+        cap_rejected_share=cap_refused / total,
+        server_rate=server_rate,
+        server_rate_kind=rate_kind,
+        server_burst=None,
+        server_cap=server_cap,
+        server_cap_kind=cap_kind,
+        at_server_mean=scalar(f"avg_over_time({in_flight}[{window}])"),
+        at_server_max=scalar(f"max_over_time(perflab_api_peak_in_flight{{{sel}}}[{window}])"),
+        retry_after_p50_s=scalar(f"histogram_quantile(0.5, sum by (le) (increase({retry}[{window}])))"),
+        rate_statuses=rate_codes,
+        cap_statuses=cap_codes,
+        cycle_p50_s=scalar(f"histogram_quantile(0.5, sum by (le) (rate({cycles}[{window}])))"),
+        cycle_p99_s=scalar(f"histogram_quantile(0.99, sum by (le) (rate({cycles}[{window}])))"),
     )
 
 

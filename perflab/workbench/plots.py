@@ -81,7 +81,7 @@ def plot_pool_sweep(
     knees: Mapping[Any, Any] | None = None,
 ) -> Figure:
     """Throughput with Little's law (concurrency / mean latency) as the ideal, latency
-    p50/p99, and the server's 429s, against pool size."""
+    p50/p99, and the server's refusals (429, 503), against pool size."""
     fig, (thr, lat, rej) = _figure(3)
     for value, rows in _by(summary, group):
         line = line_with_spread(thr, rows, x, "throughput", label=f"{value} measured")
@@ -104,7 +104,7 @@ def plot_pool_sweep(
             )
     thr.set(title="Throughput (200s per second)", ylabel="requests/s")
     lat.set(title="Latency of answered calls", ylabel="ms", yscale="log")
-    rej.set(title="429s from the server", ylabel="per second")
+    rej.set(title="refusals from the server (429, 503)", ylabel="per second")
     for ax in (thr, lat, rej):
         ax.set(xscale="log", xlabel=x)
         ax.grid(True, alpha=0.3)
@@ -376,7 +376,7 @@ DASHBOARD_PLOTS = (
     ("Collection rate per track", ("collected_per_s_A", "collected_per_s_B"), "symbols/s"),
     ("Pool slot usage", ("slot_usage",), "in flight / slots"),
     ("Gaps: symbols missed per cycle", ("gaps_A", "gaps_B"), "symbols"),
-    ("API calls and 429s", ("calls_ok_per_s", "calls_429_per_s"), "calls/s"),
+    ("API calls and refusals", ("calls_ok_per_s", "calls_429_per_s", "calls_503_per_s"), "calls/s"),
     ("Limiter: achieved against target", ("limiter_per_s", "limiter_target"), "tokens/s"),
     ("Limiter wait (mean of waiters)", ("limiter_wait_ms",), "ms"),
     ("Event-loop lag (mean)", ("loop_lag_ms",), "ms"),

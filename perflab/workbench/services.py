@@ -1,6 +1,7 @@
-"""Simulated services to sweep the primitives against: a latency model, a rate-limited API
-with a concurrency cap that answers 429 past its limits, and a sink with a per-call and a
-per-item cost."""
+"""Simulated services to sweep the primitives against: a latency model, an API with a rate
+limit (a token bucket with burst, answering 429 with Retry-After) and a concurrency cap
+(answering 503), as nginx's ``limit_req`` and ``limit_conn`` do, and a sink with a
+per-call and a per-item cost."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import numpy as np
 
 from perflab._validate import check_int, check_number
 
-__all__ = ["APIStats", "Latency", "Response", "SimulatedAPI", "SimulatedSink"]
+__all__ = ["REFUSED", "APIStats", "Latency", "Response", "SimulatedAPI", "SimulatedSink"]
+
+#: The statuses a server refuses with: 429 (rate limit), 503 (concurrency cap).
+REFUSED = (429, 503)
 
 _Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 
@@ -86,8 +90,9 @@ class Latency:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Response:
-    status: int  # 200, 429 (rate limit or concurrency cap), 500 (an error)
+    status: int  # 200, 429 (rate limit), 503 (concurrency cap), 500 (an error)
     latency_seconds: float
+    retry_after: float | None = None  # seconds, with a 429: until the next token
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,9 +117,10 @@ class SimulatedAPI:
 
     Each call sleeps for a latency drawn from ``latency`` and answers 200, or 500 with
     probability ``error_rate``. Like a real server it protects itself: beyond
-    ``max_concurrency`` calls in flight, or past its own token bucket of ``rate_limit``
-    calls per second (burst ``rate_burst``), it answers 429 at once (after
-    ``reject_ms``). Usage::
+    ``max_concurrency`` calls in flight it answers 503 (nginx ``limit_conn``); past its
+    own token bucket of ``rate_limit`` calls per second (burst ``rate_burst``) it answers
+    429 with a Retry-After of the time until its next token (``limit_req``); both at once
+    (after ``reject_ms``). Usage::
 
         api = SimulatedAPI(latency=Latency.lognormal(20, 120), max_concurrency=32, seed=1)
         response = await api.call("AAPL")
@@ -170,17 +176,19 @@ class SimulatedAPI:
         return False
 
     async def call(self, symbol: str = "") -> Response:
-        """One request: sleeps for its latency and answers 200, 429 or 500."""
+        """One request: sleeps for its latency and answers 200, 429, 503 or 500."""
         loop = asyncio.get_running_loop()
         self._calls += 1
         if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
             self._rejected_cap += 1
             await asyncio.sleep(self.reject_seconds)
-            return Response(429, self.reject_seconds)
+            return Response(503, self.reject_seconds)
         if not self._take_token(loop.time()):
             self._rejected_rate += 1
+            assert self.rate_limit is not None
+            retry_after = (1 - self._tokens) / self.rate_limit
             await asyncio.sleep(self.reject_seconds)
-            return Response(429, self.reject_seconds)
+            return Response(429, self.reject_seconds, retry_after)
         self._in_flight += 1
         self._peak = max(self._peak, self._in_flight)
         latency = self._draw()

@@ -48,7 +48,7 @@ __all__ = [
     "search_cheapest",
 ]
 
-#: A check fires when this share of calls is answered 429.
+#: A check fires when this share of calls is refused (429, 503).
 REJECTED_SHARE = 0.05
 
 
@@ -62,7 +62,7 @@ def collector_recommendations(
             recommendation(
                 "api",
                 "high",
-                f"{run.rejected_share:.0%} of calls answered 429",
+                f"{run.rejected_share:.0%} of calls refused (429, 503)",
                 "rejected_share",
                 run.rejected_share * 100,
                 REJECTED_SHARE * 100,
@@ -81,7 +81,7 @@ def apply_advice(
 ) -> tuple[CollectorConfig, dict[str, Any]]:
     """The configuration with each finding's advice applied, and the settings changed:
     a blocked loop moves the blocking call to a thread, small writes go through the
-    buffered (or compressed) log writer, 429s size the pool to the server's cap."""
+    buffered (or compressed) log writer, refusals size the pool to the server's cap."""
     fired = {f.metric for f in findings}
     changes: dict[str, Any] = {}
     recommended: dict[str, Any] = {"max_concurrent": before.pool_size}
@@ -247,7 +247,7 @@ async def confirm_pool_sizes(
 ) -> pd.DataFrame:
     """One collector cycle per run at each of ``pools`` against ``service`` (the server as
     it is now), repeats following the decision: the smallest pool within 5% of the fastest
-    cycle that draws no 429 in any run and loses no symbol. The sweep's
+    cycle that draws no refusal (429, 503) in any run and loses no symbol. The sweep's
     :func:`perflab.measure.sweep.facts_of` carries the decision."""
     check_int("repeat", repeat, minimum=2)
     if not pools:
