@@ -212,8 +212,8 @@ def test_the_confirmed_decision_takes_the_smallest_pool_whose_every_cycle_fits()
 def test_pool_candidates_surround_the_guess_and_keep_the_current_pool() -> None:
     from perflab.workbench.tuning import pool_candidates
 
-    assert pool_candidates(12, 32) == [6, 9, 12, 15, 32]
-    assert pool_candidates(1, 1) == [1]
+    assert pool_candidates(12, 32) == [6, 9, 11, 12, 13, 15, 32]
+    assert pool_candidates(1, 1) == [1, 2]
     with pytest.raises(ValueError, match="estimate"):
         pool_candidates(0, 4)
 

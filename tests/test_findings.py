@@ -90,13 +90,13 @@ def rate_finding(rejected: dict[tuple[float, int], float]) -> findings.Finding:
 def test_ratelimit_recommends_the_fastest_rate_that_drew_no_429_and_names_those_above_the_limit() -> None:
     every = rate_finding({(100.0, 1): 0, (400.0, 1): 50, (400.0, 20): 60})
     assert "Every rate above the server's 300/s drew 429s with every burst measured" in every.conclusion
-    assert every.recommended == {"rate": 100.0, "burst_size": 1}
+    assert every.recommended == {"rate": 100.0, "burst_size": 1, "spacing": "average"}
     spared = rate_finding({(100.0, 1): 0, (400.0, 1): 0, (400.0, 20): 60})
     assert "these drew no 429 in any run: 400/s burst 1" in spared.conclusion
-    assert spared.recommended == {"rate": 400.0, "burst_size": 1}
+    assert spared.recommended == {"rate": 400.0, "burst_size": 1, "spacing": "average"}
     # The same rate with a smaller burst is as fast: the tie goes to the smaller burst.
     tie = rate_finding({(200.0, 1): 0, (200.0, 5): 0})
-    assert tie.recommended == {"rate": 200.0, "burst_size": 1}
+    assert tie.recommended == {"rate": 200.0, "burst_size": 1, "spacing": "average"}
 
 
 def modes(frame_cost: float, large_cost: float) -> pd.DataFrame:

@@ -152,7 +152,7 @@ def grid_of(name: str, parameters: dict, results: Results) -> dict[str, set]:
     if name == "taskpool":
         return {"max_concurrent": set(p["pool_sizes"])}
     if name == "ratelimit":
-        return {"rate": set(p["rates"]), "burst_size": set(p["bursts"])}
+        return {"rate": set(p["rates"]), "burst_size": set(p["bursts"]), "spacing": {"average", "strict"}}
     if name == "batching":
         return {"batch_size": set(p["batch_sizes"]), "flush_interval": set(p["flush_intervals"])}
     if name == "writes":

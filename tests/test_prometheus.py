@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
-import socket
-import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_bed import PrometheusBed, wait_for
 
 from perflab import Results
 from perflab.exporter import Exporter
@@ -30,24 +26,6 @@ from perflab.workbench.observe import ServerProfile, lab_against_observed, obser
 
 JOB = "perflab-collector"
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class LiveCollector:
@@ -84,40 +62,13 @@ class LiveCollector:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, LiveCollector]]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed: .ci/run installs Debian's prometheus package")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
     work = tmp_path_factory.mktemp("prometheus")
     collector = LiveCollector(work, cycles=12)
-    port = free_port()
-    config = work / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 500ms\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{collector.port}']\n"
-    )
-    log = (work / "prometheus.log").open("wb")
-    server = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = PrometheusBed(work, JOB, [f"127.0.0.1:{collector.port}"])
     try:
-        wait_for(lambda: ready(url), 30, "prometheus")
-        wait_for(  # scraping already, so the series cover the whole run
-            lambda: [r["value"][1] for r in prometheus_query(url, f'up{{job="{JOB}"}}')] == ["1"],
-            30,
-            "the first scrape",
-        )
+        server.start()
+        url = server.url
+        server.wait_scraping()  # scraping already, so the series cover the whole run
         collector.thread.start()
         collector.thread.join(timeout=60)
         assert not collector.thread.is_alive() and collector.error is None, collector.error
@@ -135,15 +86,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         )
         yield url, collector
     finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
+        server.stop()
         collector.exporter.close()
-
-
-def ready(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-        return response.status == 200
 
 
 def labels(metric: dict[str, str]) -> str:

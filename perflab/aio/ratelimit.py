@@ -31,12 +31,13 @@ under asyncio and uvloop alike). Near the ceiling the rate already sags, so the 
 warns once the rate is past :data:`DELIVERY_MARGIN` of it and names the rate that can be
 delivered.
 
-``spacing="strict"`` gives up the credit: a grant is never earlier than ``1 / rate``
-after the bucket's schedule allows (at ``burst_size=1``, no two grants closer than
-``1 / rate``), and each late timer's lateness is lost, so the achieved rate falls short
-of ``rate`` by the timer's lateness per grant. It is for servers that allow no burst
-(nginx ``limit_req`` without ``burst=``), which refuse a request that comes even a hair
-early; against a server with any burst allowance the default is exact and faster.
+``spacing="strict"`` gives up the credit and counts a grant from when its caller
+resumes (when it sends), so at ``burst_size=1`` no two callers resume closer than
+``1 / rate``, however late a timer fires or a busy loop resumes them; each lateness is
+lost, so the achieved rate falls short of ``rate`` by the lateness per grant. It is for
+servers that allow no burst (nginx ``limit_req`` without ``burst=``), which refuse a
+request that comes even a hair early; against a server with any burst allowance the
+default is exact and faster.
 """
 
 from __future__ import annotations
@@ -129,9 +130,10 @@ class TokenBucketLimiter:
 
     ``spacing``: "average" (the default) keeps the long-run rate exact by granting a waiter
     woken late by the timer as of its due time, so two grants can come up to one interval
-    closer than ``1 / rate``; "strict" never grants before the schedule allows, so at
-    ``burst_size=1`` grants are at least ``1 / rate`` apart, at the cost of rate (every late
-    wake-up is lost). Use "strict" against a server with no burst allowance.
+    closer than ``1 / rate``; "strict" never grants before the schedule allows and counts a
+    grant from when its caller resumes, so at ``burst_size=1`` callers resume at least
+    ``1 / rate`` apart, at the cost of rate (every late wake-up is lost). Use "strict"
+    against a server with no burst allowance.
     """
 
     __slots__ = (
@@ -139,6 +141,7 @@ class TokenBucketLimiter:
         "burst_size",
         "spacing",
         "_strict",
+        "_polled_at",
         "_interval",
         "_loop",
         "_tat",
@@ -171,6 +174,7 @@ class TokenBucketLimiter:
             raise ValueError(f"spacing must be 'average' or 'strict', got {spacing!r}")
         self.spacing = spacing
         self._strict = spacing == "strict"
+        self._polled_at = -math.inf
         self._interval = 1.0 / self.rate
         problem = deliverability_problem(self.rate, self.burst_size)
         if problem is not None:
@@ -178,7 +182,7 @@ class TokenBucketLimiter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tat = -math.inf  # bucket full
         self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._acquired = 0.0
         self._waited = 0
         self._total_wait = 0.0
@@ -329,7 +333,12 @@ class TokenBucketLimiter:
                 self._acquired -= tokens
             self._dispatch()  # the head may have changed, or tokens came back
             raise
-        waited = loop.time() - enqueued
+        resumed = loop.time()
+        if self._strict:
+            # The caller sends when it resumes, not when it was granted: a resume delayed by
+            # a busy loop must push the next grant back too, or two sends come close.
+            self._tat = max(self._tat, resumed + tokens * self._interval)
+        waited = resumed - enqueued
         self._waited += 1
         self._total_wait += waited
         if waited > self._max_wait:
@@ -358,6 +367,18 @@ class TokenBucketLimiter:
                 continue
             due = self._tat - (self.burst_size - tokens) * interval
             if due > now + CLOCK_SLACK:
+                if self._strict:
+                    # Wake a timer tick early, then poll the loop until due: a strict grant
+                    # may not be early and every late one loses rate, so the last stretch
+                    # (at most a tick) is spent polling instead of oversleeping.
+                    if due - now > TIMER_TICK_SECONDS:
+                        self._timer = loop.call_at(due - TIMER_TICK_SECONDS, self._on_timer)
+                    elif now > self._polled_at:  # the clock moves while the loop polls
+                        self._polled_at = now
+                        self._timer = loop.call_soon(self._on_timer)
+                    else:  # a clock that stands still between iterations (a virtual one)
+                        self._timer = loop.call_at(due, self._on_timer)
+                    return
                 when = max(due, now + MIN_REARM_DELAY) if woke_early else due
                 self._timer = loop.call_at(when, self._on_timer)
                 return

@@ -29,12 +29,14 @@ __all__ = [
     "baseline_experiment",
     "batch_experiment",
     "gather_baseline",
+    "pacing_for",
     "pool_experiment",
     "rate_experiment",
     "run_batches",
     "run_pool",
     "run_rate",
     "sequential_baseline",
+    "spacing_for",
 ]
 
 
@@ -94,11 +96,27 @@ class PoolRun:
         }
 
 
-class _CallLog:
-    """Records each call's start, end and status; times the whole run's CPU."""
+def spacing_for(server_burst: float | None) -> str:
+    """The limiter spacing for a server's burst: "strict" when it allows none (or none is
+    known: a profile from ``perflab observe`` cannot see a burst), "average" otherwise."""
+    return "strict" if server_burst is None or server_burst <= 1 else "average"
 
-    def __init__(self, api: SimulatedAPI) -> None:
+
+def pacing_for(server_rate: float | None, server_burst: float | None) -> TokenBucketLimiter | None:
+    """A limiter at the server's rate (None without a rate limit), spaced for its burst."""
+    if not server_rate:
+        return None
+    burst = 1.0 if server_burst is None else max(1.0, min(float(server_burst), server_rate))
+    return TokenBucketLimiter(server_rate, burst, spacing=spacing_for(server_burst))  # type: ignore[arg-type]
+
+
+class _CallLog:
+    """Records each call's start, end and status (through ``limiter`` when given); times
+    the whole run's CPU."""
+
+    def __init__(self, api: SimulatedAPI, limiter: TokenBucketLimiter | None = None) -> None:
         self.api = api
+        self.limiter = limiter
         self.loop = asyncio.get_running_loop()
         self.starts: list[float] = []
         self.ends: list[float] = []
@@ -107,6 +125,8 @@ class _CallLog:
         self.cpu = time.process_time()
 
     async def call(self, _: Any = None) -> None:
+        if self.limiter is not None:
+            await self.limiter.acquire()
         began = self.loop.time()
         response = await self.api.call()
         self.starts.append(began)
@@ -133,14 +153,26 @@ async def run_pool(
     *,
     duration_s: float = 0.25,
     server_cap: int | None = None,
+    server_rate: float | None = None,
+    server_burst: float | None = None,
     error_rate: float = 0.0,
     seed: int = 0,
 ) -> PoolRun:
-    """Call a :class:`SimulatedAPI` through a TaskPool of ``max_concurrent`` for ``duration_s``."""
+    """Call a :class:`SimulatedAPI` (its cap ``server_cap``, its rate limit ``server_rate``
+    with ``server_burst``; None: none) through a TaskPool of ``max_concurrent`` for
+    ``duration_s``. Against a rate limit the pool sends through a TokenBucketLimiter at
+    the server's rate, as a collector does (:func:`pacing_for` the server's burst): the
+    pool size is then a question of concurrency, the rate the limiter's."""
     check_number("duration_s", duration_s, positive=True)
-    log = _CallLog(
-        SimulatedAPI(latency=latency, max_concurrency=server_cap, error_rate=error_rate, seed=seed)
+    api = SimulatedAPI(
+        latency=latency,
+        max_concurrency=server_cap,
+        rate_limit=server_rate,
+        rate_burst=server_burst,
+        error_rate=error_rate,
+        seed=seed,
     )
+    log = _CallLog(api, pacing_for(server_rate, server_burst))
     pool = TaskPool(max_concurrent=max_concurrent, timeout_seconds=30)
     await pool.map(log.call, _until(log.loop, log.started + duration_s))
     return log.run(_window(log.started, duration_s))
@@ -162,12 +194,25 @@ async def sequential_baseline(latency: str | Latency, *, duration_s: float = 0.2
 
 
 async def gather_baseline(
-    latency: str | Latency, *, requests: int = 1000, server_cap: int | None = None, seed: int = 0
+    latency: str | Latency,
+    *,
+    requests: int = 1000,
+    server_cap: int | None = None,
+    server_rate: float | None = None,
+    server_burst: float | None = None,
+    seed: int = 0,
 ) -> dict:
-    """``asyncio.gather`` over every request at once, unbounded: what a server cap makes of
-    it. Its rates count the whole burst, from the first call to the last answer."""
+    """``asyncio.gather`` over every request at once, unbounded: what a server's limits
+    make of it. Its rates count the whole burst, from the first call to the last answer."""
     check_int("requests", requests, minimum=1)
-    log = _CallLog(SimulatedAPI(latency=latency, max_concurrency=server_cap, seed=seed))
+    api = SimulatedAPI(
+        latency=latency,
+        max_concurrency=server_cap,
+        rate_limit=server_rate,
+        rate_burst=server_burst,
+        seed=seed,
+    )
+    log = _CallLog(api)
     await asyncio.gather(*(log.call() for _ in range(requests)))
     return log.run((log.started, log.loop.time())).metrics()
 
@@ -177,13 +222,22 @@ BASELINES = ("sequential", "gather x1000")
 
 
 async def baseline_experiment(
-    baseline: str, latency: str, *, duration_s: float, server_cap: int | None, seed: int = 0
+    baseline: str,
+    latency: str,
+    *,
+    duration_s: float,
+    server_cap: int | None,
+    server_rate: float | None = None,
+    server_burst: float | None = None,
+    seed: int = 0,
 ) -> dict[str, float | None]:
     """One of :data:`BASELINES` for ``latency``, for :func:`perflab.measure.sweep.asweep`."""
     if baseline == "sequential":
         return await sequential_baseline(latency, duration_s=duration_s, seed=seed)
     if baseline == "gather x1000":
-        return await gather_baseline(latency, server_cap=server_cap, seed=seed)
+        return await gather_baseline(
+            latency, server_cap=server_cap, server_rate=server_rate, server_burst=server_burst, seed=seed
+        )
     raise ValueError(f"baseline must be one of {list(BASELINES)}, got {baseline!r}")
 
 
@@ -228,14 +282,16 @@ async def run_rate(
     server_burst: float | None = None,
     latency: str | Latency = "constant:5",
     concurrency: int = 64,
+    spacing: str = "average",
     seed: int = 0,
 ) -> RateRun:
-    """``concurrency`` callers share one TokenBucketLimiter in front of a rate-limited API."""
+    """``concurrency`` callers share one TokenBucketLimiter (``spacing`` "average" or
+    "strict") in front of a rate-limited API."""
     check_number("duration_s", duration_s, positive=True)
     with warnings.catch_warnings():
         # The limiter warns about rates its burst cannot deliver; the notebook shows it.
         warnings.simplefilter("ignore", RuntimeWarning)
-        limiter = TokenBucketLimiter(rate, burst)
+        limiter = TokenBucketLimiter(rate, burst, spacing=spacing)  # type: ignore[arg-type]
     api = SimulatedAPI(latency=latency, rate_limit=server_rate, rate_burst=server_burst, seed=seed)
     loop = asyncio.get_running_loop()
     grants: list[float] = []

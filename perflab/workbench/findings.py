@@ -153,7 +153,12 @@ def taskpool(
 
 
 def ratelimit(
-    summary: pd.DataFrame, decision: Decision, *, server_rate: float, server_burst: float
+    summary: pd.DataFrame,
+    decision: Decision,
+    *,
+    server_rate: float,
+    server_burst: float,
+    spacing: str = "average",
 ) -> Finding:
     """How far the achieved rate strays from its target; the decision (the lowest rate and
     burst within the zone of the best achieved rate that draw no 429 in any run); what
@@ -184,8 +189,13 @@ def ratelimit(
     recommended: dict[str, Any] = {}
     if decision.chosen is not None:
         rate, burst = float(decision.chosen["rate"]), int(decision.chosen["burst"])
-        recommended = {"rate": rate, "burst_size": burst}
+        recommended = {"rate": rate, "burst_size": burst, "spacing": spacing}
         key += f"; {rate:g}/s burst {burst} draws no 429"
+        if spacing != "average":
+            text += (
+                f' The limiter runs with spacing="{spacing}": the server allows no burst, or none is known '
+                "(perflab observe cannot see one), so no two calls may come closer than 1/rate."
+            )
     return Finding(
         title="Rate limit: achieved rate, waits and 429s",
         key_figure=key,

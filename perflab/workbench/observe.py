@@ -80,7 +80,8 @@ class ServerProfile:
     API takes). Two limits, told apart by the status they answer with:
 
     - the rate limit (``rate_statuses``, 429 by default): ``server_rate`` is the rate of
-      calls it let through while it refused some (``server_rate_kind`` "seen"); with no
+      calls it let through while it refused some (the median over the sub-windows of a few
+      seconds in which it did; ``server_rate_kind`` "seen"); with no
       refusal it is the highest send rate seen, a "lower bound". Its burst cannot be read
       from counters scraped seconds apart: ``server_burst`` is None (unknown).
     - the concurrency cap (``cap_statuses``, 503 by default): ``server_cap`` is one below
@@ -171,9 +172,9 @@ def _statuses(statuses: Any, name: str) -> tuple[int, ...]:
     return values
 
 
-def _series_span(url: str, selector: str, range_s: float) -> tuple[float, float]:
+def _series_span(url: str, selector: str, range_s: float) -> tuple[float, float, float]:
     """The first and last scrape times of ``perflab_api_calls_total{selector}`` within
-    ``range_s`` seconds of now."""
+    ``range_s`` seconds of now, and the scrape interval (the median gap between scrapes)."""
     result = prometheus_query(
         url, f"perflab_api_calls_total{{{selector}}}[{int(math.ceil(range_s))}s]", kind="matrix"
     )
@@ -183,7 +184,10 @@ def _series_span(url: str, selector: str, range_s: float) -> tuple[float, float]
             f"no samples of perflab_api_calls_total{{{selector}}} in the last {range_s:g} s: "
             "did the job stop long ago? pass a longer --range"
         )
-    return min(times), max(times)
+    longest = max((series["values"] for series in result), key=len)
+    gaps = sorted(float(b[0]) - float(a[0]) for a, b in zip(longest, longest[1:], strict=False))
+    interval = gaps[len(gaps) // 2] if gaps else 1.0
+    return min(times), max(times), interval
 
 
 def _levels(url: str, selector: str, window: str, at: float) -> list[tuple[float, float]]:
@@ -228,7 +232,7 @@ def observe(
             f'no series perflab_api_calls_total{{job="{job}",name="{api}"}}; APIs seen: {", ".join(names)}'
         )
     sel = f'job="{job}",name="{api}"'
-    first, last = _series_span(url, sel, range_s)
+    first, last, scrape = _series_span(url, sel, range_s)
     age = last - first
     if age < 2:
         raise ValueError(
@@ -243,7 +247,8 @@ def observe(
         )
         range_s = math.floor(age)
     window = f"{int(range_s)}s"
-    step = f"{max(2, min(10, int(range_s) // 20))}s"  # the sub-windows a limit is judged in
+    # The sub-windows a limit is judged in: 4 scrapes long, one scrape apart.
+    step, resolution = f"{round(max(2.0, 4 * scrape) * 1000)}ms", f"{round(max(0.1, scrape) * 1000)}ms"
 
     def scalar(expr: str) -> float:
         return _scalar(url, expr, at=last)
@@ -277,10 +282,10 @@ def observe(
     # The rate limit: what it let through in the sub-windows where it refused some.
     let_through = f'sum(rate(perflab_api_calls_total{{{sel},status!~"{of(rate_codes)}"}}[{step}]))'
     refused_now = f'sum(rate(perflab_api_calls_total{{{sel},status=~"{of(rate_codes)}"}}[{step}])) > 0'
-    server_rate = scalar(f"avg_over_time(({let_through} and {refused_now})[{window}:{step}])")
+    server_rate = scalar(f"quantile_over_time(0.5, ({let_through} and {refused_now})[{window}:{resolution}])")
     rate_kind = "seen"
     if not math.isfinite(server_rate):
-        server_rate = scalar(f"max_over_time(sum(rate({calls}[{step}]))[{window}:{step}])")
+        server_rate = scalar(f"max_over_time(sum(rate({calls}[{step}]))[{window}:{resolution}])")
         rate_kind = "lower bound"
 
     # The concurrency cap: the fewest calls at the server at which one was refused.
@@ -334,6 +339,8 @@ _PROFILE_PARAMETERS = {
     "latency": lambda p: p.latency,
     "server_cap": lambda p: p.server_cap,
     "server_rate": lambda p: round(p.server_rate, 1),
+    # A burst the counters cannot show is modelled as none at all: the cautious reading.
+    "server_burst": lambda p: 1.0 if p.server_burst is None else float(p.server_burst),
 }
 
 

@@ -230,11 +230,13 @@ def confirmed_decision(rows: pd.DataFrame, *, budget_s: float) -> Decision:
 
 
 def pool_candidates(estimate: int, current: int) -> list[int]:
-    """The pool sizes to try around a first guess: half, three quarters, all and five
-    quarters of ``estimate``, and the ``current`` size (to show what it costs)."""
+    """The pool sizes to try around a first guess: half, three quarters, five quarters of
+    ``estimate``, the estimate and its neighbours (a guess one off, run to run, still has
+    the true cap among the candidates), and the ``current`` size (to show what it costs)."""
     check_int("estimate", estimate, minimum=1)
     check_int("current", current, minimum=1)
-    return sorted({max(1, round(estimate * f)) for f in (0.5, 0.75, 1.0, 1.25)} | {current})
+    around = {estimate - 1, estimate, estimate + 1}
+    return sorted({max(1, round(estimate * f)) for f in (0.5, 0.75, 1.25)} | around - {0} | {current})
 
 
 async def confirm_pool_sizes(

@@ -1,0 +1,241 @@
+"""The real-service loop against a server nobody here wrote: nginx with ``limit_req`` (429)
+and ``limit_conn`` (503) in front of a 20 ms upstream (tests/nginx_bed.py). A client
+collector built from perflab's primitives, instrumented with the public API
+(``Exporter.add_api`` + ``aiohttp_trace``), is scraped by a real Prometheus; then
+``perflab observe`` must find nginx's configured limits, the README's dashboard must have
+data in every panel, and the strict limiter must keep a no-burst server happy."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nginx_bed import NginxBed, nginx_binary
+from prometheus_bed import PrometheusBed, query, wait_for
+
+from perflab import TaskPool, TokenBucketLimiter
+from perflab.aio.apicalls import ApiCalls, aiohttp_trace
+from perflab.exporter import Exporter
+from perflab.workbench.monitoring import dashboard
+from perflab.workbench.observe import observe
+
+pytestmark = pytest.mark.slow
+JOB = "quotes-client"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+RATE, BURST, CAP = 200, 10, 24
+
+
+@dataclasses.dataclass
+class Drive:
+    """What a client run drew from nginx: statuses, send times (loop clock), seconds."""
+
+    statuses: list[int]
+    sends: list[float]
+    seconds: float
+
+    def share(self, status: int) -> float:
+        return self.statuses.count(status) / len(self.statuses)
+
+    @property
+    def rate(self) -> float:
+        return (len(self.sends) - 1) / (max(self.sends) - min(self.sends))
+
+    def gaps_ms(self, interval_s: float) -> tuple[float, float]:
+        """The closest two sends (ms) and the share of gaps more than 0.5 ms under the interval."""
+        ordered = sorted(self.sends)
+        gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+        short = sum(1 for g in gaps if g < interval_s - 0.0005)
+        return min(gaps) * 1e3, short / len(gaps)
+
+
+async def drive(
+    url: str,
+    *,
+    requests: int,
+    pool_size: int,
+    rate: float,
+    burst: float = 1,
+    spacing: str = "average",
+    api: ApiCalls | None = None,
+    exporter: Exporter | None = None,
+) -> Drive:
+    """``requests`` GETs of ``url`` through a TaskPool and a TokenBucketLimiter, each call
+    recorded by ``api`` (the public instrumentation, through aiohttp's trace hooks)."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    limiter = TokenBucketLimiter(rate, burst, spacing=spacing)  # type: ignore[arg-type]
+    pool = TaskPool(max_concurrent=pool_size, timeout_seconds=30)
+    if exporter is not None:
+        exporter.add_pool("client", pool, replace=True)
+        exporter.add_limiter("client", limiter, replace=True)
+    sends: list[float] = []
+    traces = [aiohttp_trace(api if api is not None else ApiCalls())]
+    connector = aiohttp.TCPConnector(limit=0)
+    started = loop.time()
+    async with aiohttp.ClientSession(connector=connector, trace_configs=traces) as session:
+
+        async def one(_: int) -> int:
+            async with limiter:
+                sends.append(loop.time())
+                async with session.get(url) as response:
+                    await response.read()
+                    return response.status
+
+        statuses = await pool.map(one, range(requests))
+    return Drive(list(statuses), sends, loop.time() - started)
+
+
+class Client:
+    """The instrumented client in its own thread and loop, exported on a port."""
+
+    def __init__(self) -> None:
+        self.exporter = Exporter()
+        self.api = self.exporter.add_api("quotes")
+        self.port = self.exporter.serve(0)
+        self.drives: dict[str, Drive] = {}
+
+    def run(self, bed: NginxBed) -> None:
+        async def main() -> None:
+            self.exporter.watch_loop("main", replace=True)
+            # Past the rate limit: 250/s against 200/s, 20 ms calls (about 5 at the server).
+            self.drives["rate"] = await drive(
+                f"{bed.url}/api", requests=1500, pool_size=16, rate=250, api=self.api, exporter=self.exporter
+            )
+            # Past the cap, under the rate: 180/s of 150 ms calls want 27 at the server.
+            self.drives["cap"] = await drive(
+                f"{bed.url}/slow", requests=1200, pool_size=40, rate=180, api=self.api, exporter=self.exporter
+            )
+
+        thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the client did not finish in 120 s"
+
+
+def test_strict_spacing_keeps_a_no_burst_server_happy(tmp_path: Path) -> None:
+    """Against nginx with no burst allowed, at 90% of its rate: the default spacing's
+    late-wake credit draws 429s; strict spacing draws a fraction of them at almost the
+    same rate (what is left is the jitter between a send and its arrival)."""
+    runs = {}
+    with NginxBed(tmp_path, rate=RATE, burst=BURST, cap=CAP, lifetime=120) as bed:
+        for spacing in ("average", "strict"):
+            runs[spacing] = asyncio.run(
+                drive(f"{bed.url}/strict", requests=2000, pool_size=16, rate=0.9 * RATE, spacing=spacing)
+            )
+    for spacing, run in runs.items():
+        closest, short = run.gaps_ms(1 / (0.9 * RATE))
+        figures = f"{run.share(429):.2%} 429s, {run.rate:.1f}/s, closest {closest:.2f} ms ({short:.1%} short)"
+        print(f"{spacing} at 90%: {figures}")
+    strict, average = runs["strict"], runs["average"]
+    assert strict.gaps_ms(1 / (0.9 * RATE))[0] >= 1e3 / (0.9 * RATE) - 0.05  # sends never closer
+    assert strict.share(429) <= 0.01 and strict.share(429) <= average.share(429) / 3
+    assert strict.rate >= 0.85 * RATE  # polling the last timer tick keeps the rate
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Client, NginxBed]]:
+    if nginx_binary() is None:
+        pytest.fail("nginx is not installed: .ci/system-deps installs Debian's nginx package")
+    work = tmp_path_factory.mktemp("nginx")
+    client = Client()
+    bed = NginxBed(work / "nginx", rate=RATE, burst=BURST, cap=CAP, lifetime=300)
+    (work / "nginx").mkdir()
+    prometheus = PrometheusBed(work, JOB, [f"127.0.0.1:{client.port}"], interval="500ms", lifetime=300)
+    try:
+        bed.start()
+        prometheus.start()
+        prometheus.wait_scraping()
+        client.run(bed)
+        total = sum(len(d.statuses) for d in client.drives.values())
+        wait_for(  # every call scraped
+            lambda: (
+                sum(
+                    float(r["value"][1])
+                    for r in query(prometheus.url, f'perflab_api_calls_total{{job="{JOB}"}}')
+                )
+                == total
+            ),
+            15,
+            "the last scrape",
+        )
+        yield prometheus.url, client, bed
+    finally:
+        prometheus.stop()
+        bed.stop()
+        client.exporter.close()
+
+
+def test_the_client_drew_both_kinds_of_refusal(observed: tuple[str, Client, NginxBed]) -> None:
+    _, client, _ = observed
+    rate, cap = client.drives["rate"], client.drives["cap"]
+    assert rate.share(429) > 0.05 and rate.share(503) == 0
+    assert cap.share(503) > 0.01 and cap.share(429) < 0.01
+
+
+def test_observe_finds_nginx_rate_limit_and_cap(observed: tuple[str, Client, NginxBed]) -> None:
+    url, client, _ = observed
+    with pytest.warns(UserWarning, match="longer than"):
+        profile = observe(url, JOB, range_s=600)
+    print(profile.describe())
+    assert profile.api == "quotes"
+    assert profile.server_rate_kind == "seen"
+    assert profile.server_rate == pytest.approx(RATE, rel=0.10)
+    if profile.server_cap_kind == "seen":
+        assert profile.server_cap == pytest.approx(CAP, rel=0.20)
+    else:
+        assert profile.server_cap_kind == "lower bound" and profile.server_cap <= CAP
+    assert profile.rate_rejected_share > 0 and profile.cap_rejected_share > 0
+    assert 15 <= profile.latency_p50_ms <= 200  # 20 ms and 150 ms calls
+    assert profile.at_server_max >= CAP
+
+
+def test_every_panel_of_the_readme_dashboard_has_data(observed: tuple[str, Client, NginxBed]) -> None:
+    url, _, _ = observed
+    model = dashboard(job=JOB, pool="client", limiter="client", api="quotes", loop="main")
+    empty = []
+    for panel in model["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$job", JOB).replace("$__rate_interval", "30s")
+            if not query(url, expr):
+                empty.append(f"{panel['title']}: {target['legendFormat']}")
+    assert not empty, f"panels without data: {empty}"
+
+
+def test_the_lab_recommends_settings_that_hold_against_nginx(
+    observed: tuple[str, Client, NginxBed], tmp_path: Path
+) -> None:
+    """observe -> the lab (taskpool and ratelimit on the observed profile) -> the
+    recommended pool and rate, run against nginx: no 503, <= 0.5% 429s, >= 85% of its rate."""
+    from perflab.workbench.report import run_report
+
+    url, _, bed = observed
+    with pytest.warns(UserWarning, match="longer than"):
+        profile = observe(url, JOB, range_s=600)
+    path = profile.save(tmp_path / "profile.json")
+    report = run_report(
+        profile="quick",
+        out=tmp_path / "lab",
+        only=["taskpool", "ratelimit"],
+        notebooks_dir=NOTEBOOKS,
+        parameters={
+            "server_profile": str(path),
+            "pool_sizes": [2, 4, 6, 8, 12, 16, 24, 32],
+            "rates": [150.0, 160.0, 170.0, 180.0, 190.0, 200.0],
+            "bursts": [1, 5],
+            "repeat": 3,
+        },
+    )
+    assert report.ok, [(n.name, n.failure) for n in report.notebooks]
+    recommended = {n.name: (n.summary or {}).get("recommended", {}) for n in report.notebooks}
+    pool = recommended["taskpool"]["max_concurrent"]
+    rate, burst = recommended["ratelimit"]["rate"], recommended["ratelimit"]["burst_size"]
+    assert pool <= profile.server_cap and rate <= profile.server_rate
+    run = asyncio.run(drive(f"{bed.url}/api", requests=2000, pool_size=pool, rate=rate, burst=burst))
+    print(f"lab: pool {pool}, rate {rate:g}/s burst {burst}: {run.share(429):.2%} 429s, {run.rate:.1f}/s")
+    assert run.share(503) == 0 and run.share(429) <= 0.005
+    assert run.rate >= 0.85 * RATE
