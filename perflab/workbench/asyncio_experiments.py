@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from perflab.aio.batching import BatchProcessor
 from perflab.aio.ratelimit import TokenBucketLimiter
 from perflab.aio.taskpool import TaskPool
 from perflab.workbench.services import REFUSED, Latency, SimulatedAPI, SimulatedSink
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "BASELINES",
@@ -37,6 +41,7 @@ __all__ = [
     "run_rate",
     "sequential_baseline",
     "spacing_for",
+    "spacing_sweep",
 ]
 
 
@@ -319,6 +324,36 @@ async def run_rate(
     except TimeoutError:
         pass
     return RateRun(rate, burst, loop.time() - start, tuple(grants), tuple(waits), tuple(statuses))
+
+
+async def spacing_sweep(
+    server_rate: float,
+    *,
+    shares: Sequence[float] = (0.9, 0.98),
+    repeat: int = 3,
+    duration_s: float = 0.3,
+    concurrency: int = 16,
+) -> pd.DataFrame:
+    """Both limiter spacings at ``shares`` of ``server_rate`` against a server that allows
+    no burst (burst 1): the tidy sweep (rate, spacing; achieved_rate, rejected_per_s, ...)."""
+    from perflab.measure.sweep import asweep
+
+    check_number("server_rate", server_rate, positive=True)
+    experiment = functools.partial(
+        rate_experiment,
+        burst=1,
+        duration_s=duration_s,
+        server_rate=server_rate,
+        server_burst=1,
+        concurrency=concurrency,
+    )
+    grid: dict[str, list[Any]] = {
+        "rate": [share * server_rate for share in shares],
+        "spacing": ["average", "strict"],
+    }
+    return await asweep(
+        experiment, grid, repeat=repeat, warmup=1, progress=False, name="spacing", seed_param="seed"
+    )
 
 
 async def rate_experiment(rate: float, burst: float, **options: Any) -> dict[str, float | None]:

@@ -159,6 +159,7 @@ def ratelimit(
     server_rate: float,
     server_burst: float,
     spacing: str = "average",
+    no_burst: pd.DataFrame | None = None,
 ) -> Finding:
     """How far the achieved rate strays from its target; the decision (the lowest rate and
     burst within the zone of the best achieved rate that draw no 429 in any run); what
@@ -184,6 +185,18 @@ def ratelimit(
         text += (
             f"Below the limit, {hit} of {len(bursty)} settings with a burst above the server's "
             f"({server_burst:g}) drew 429s in some run."
+        )
+    if no_burst is not None and not no_burst.empty:
+        top = float(no_burst["rate"].max())
+        share = top / server_rate
+
+        def refused(spacing_: str) -> float:
+            return _median(no_burst, "rejected_per_s", rate=top, spacing=spacing_)
+
+        text = text.rstrip() + (
+            f" Against a server that allows no burst, at {share:.0%} of its rate the default spacing drew "
+            f'{refused("average"):,.1f} 429/s (median) and spacing="strict" {refused("strict"):,.1f}/s, '
+            f"achieving {_median(no_burst, 'achieved_rate', rate=top, spacing='strict'):,.1f}/s."
         )
     key = f"rate error within {abs(worst['median']):.2f}%"
     recommended: dict[str, Any] = {}
