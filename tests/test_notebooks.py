@@ -217,19 +217,27 @@ def test_the_notebook_runs_with_tiny_parameters_and_saves_its_results(tmp_path: 
 def test_a_server_profile_from_production_sets_the_sweep(tmp_path: Path) -> None:
     profile = ServerProfile(
         job="prod",
+        api="quotes",
         source="http://prometheus:9090",
         range_s=3600.0,
+        end=1.8e9,
         latency="lognormal:12:60",
         latency_p50_ms=12.0,
         latency_p99_ms=60.0,
+        latency_mean_ms=16.0,
         call_rate=900.0,
+        answered_rate=860.0,
         rejected_share=0.02,
-        concurrency_mean=10.0,
-        concurrency_max=14.0,
+        rate_rejected_share=0.005,
+        cap_rejected_share=0.015,
+        server_rate=40.0,
+        server_rate_kind="seen",
+        server_burst=None,
         server_cap=3,
-        server_rate=880.0,
-        cycle_p50_s=0.8,
-        cycle_p99_s=1.1,
+        server_cap_kind="seen",
+        at_server_mean=3.0,
+        at_server_max=4.0,
+        retry_after_p50_s=1.0,
     )
     path = tmp_path / "profile.json"
     profile.save(path)
@@ -238,7 +246,10 @@ def test_a_server_profile_from_production_sets_the_sweep(tmp_path: Path) -> None
     results = Results.load(out / "results.json")
     assert {row["latency"] for row in results.rows} == {"lognormal:12:60"}
     summary = orjson.loads((out / "summary.json").read_bytes())
-    assert "server's cap of 3" in summary["conclusion"]
+    assert "(cap 3)" in summary["conclusion"]
+    # Both limits are modelled: the pool sends through a limiter at the server's 40/s (one
+    # call at a time alone would make ~60/s of these 12-60 ms calls).
+    assert max(row["throughput"] for row in results.rows) <= 40 * 1.1
 
 
 @pytest.mark.slow
