@@ -106,9 +106,10 @@ class Client:
             self.drives["rate"] = await drive(
                 f"{bed.url}/api", requests=1500, pool_size=16, rate=250, api=self.api, exporter=self.exporter
             )
-            # Past the cap, under the rate: 180/s of 150 ms calls want 27 at the server.
+            # Past the cap, under the rate: 180/s of 150 ms calls want 27 at the server. Fewer
+            # than the 20 ms calls, so the answered latency's median is theirs, not split.
             self.drives["cap"] = await drive(
-                f"{bed.url}/slow", requests=1200, pool_size=40, rate=180, api=self.api, exporter=self.exporter
+                f"{bed.url}/slow", requests=800, pool_size=40, rate=180, api=self.api, exporter=self.exporter
             )
 
         thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
@@ -125,7 +126,7 @@ def test_strict_spacing_keeps_a_no_burst_server_happy(tmp_path: Path) -> None:
     with NginxBed(tmp_path, rate=RATE, burst=BURST, cap=CAP, lifetime=120) as bed:
         for spacing in ("average", "strict"):
             runs[spacing] = asyncio.run(
-                drive(f"{bed.url}/strict", requests=1200, pool_size=16, rate=0.9 * RATE, spacing=spacing)
+                drive(f"{bed.url}/strict", requests=1000, pool_size=16, rate=0.9 * RATE, spacing=spacing)
             )
     for spacing, run in runs.items():
         closest, short = run.gaps_ms(1 / (0.9 * RATE))
