@@ -66,8 +66,9 @@ def _status_text(status: int | str) -> str:
 
 
 def _answered(status: str) -> bool:
-    """A 2xx or 3xx status: the server did the work (its latency is the service time)."""
-    return status.isdigit() and 200 <= int(status) < 400
+    """A 2xx or 3xx status, or ``ok`` (a call left without one): the server did the work
+    (its latency is the service time)."""
+    return status == "ok" or (status.isdigit() and 200 <= int(status) < 400)
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
@@ -231,7 +232,7 @@ class ApiCalls:
 
     def _count(self, status: str, seconds: float, level: int | None, retry_after: float | None) -> None:
         self._by_status[status] = self._by_status.get(status, 0) + 1
-        if status == "ok" or _answered(status):
+        if _answered(status):
             self._latency.observe(seconds)
         if level is not None and status != "cancelled":
             levels = self._levels.get(status)
