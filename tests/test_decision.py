@@ -252,3 +252,28 @@ def test_scenarios_get_a_decision_each_and_a_constraint_may_name_a_parameter() -
     assert facts_of(frame).decision is None  # several: ask for them by scenario
     with pytest.raises(ValueError, match="use decisions"):
         rule.decide(frame, ["pool", "latency"])
+
+
+def test_focus_follows_only_the_named_scenario() -> None:
+    rng = np.random.default_rng(5)
+
+    def measure(pool: int, latency: str, seed: int) -> dict[str, float]:
+        # Noisy and tied: without a focus both scenarios would take repeats up to 8.
+        return {"throughput": 100.0 * float(np.exp(rng.normal(0, 0.2)))}
+
+    rule = UntilDecided("throughput:max", by=["latency"], focus={"latency": "slow"}, min_repeat=3)
+    frame = sweep(
+        measure,
+        {"pool": [1, 2, 4], "latency": ["fast", "slow"]},
+        repeat=8,
+        warmup=0,
+        progress=False,
+        seed_param="seed",
+        adaptive=rule,
+    )
+    counts = frame.groupby("latency").size()
+    assert counts["fast"] == 3 * 3  # decided on min_repeat alone
+    assert counts["slow"] > 3 * 3
+    assert set(facts_of(frame).decisions) == {"latency=fast", "latency=slow"}
+    with pytest.raises(ValueError, match="focus names 'pool'"):
+        UntilDecided("throughput:max", by=["latency"], focus={"pool": 1})

@@ -356,7 +356,9 @@ class UntilDecided:
 
     ``by`` names grid parameters that are scenarios, not settings (the latency a pool
     faces, the size of a file): one decision is made for each of their values, over the
-    other parameters."""
+    other parameters. ``focus`` (values of ``by``) names the scenarios whose decisions are
+    followed past ``min_repeat``; the others are measured ``min_repeat`` times and decided
+    on those (a scenario shown for comparison need not pay for a settled decision)."""
 
     objective: str | Objective
     constraints: Sequence[str | Constraint] = ()
@@ -365,12 +367,24 @@ class UntilDecided:
     confidence: float = 0.95
     min_repeat: int = 3
     by: Sequence[str] = ()
+    focus: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_int("min_repeat", self.min_repeat, minimum=2)
         if isinstance(self.by, str):
             raise TypeError(f"by must be a list of parameter names, got {self.by!r}")
+        if self.focus is not None:
+            if not isinstance(self.focus, Mapping):
+                raise TypeError(f"focus must be a mapping of by-parameters to values, got {self.focus!r}")
+            unknown = [name for name in self.focus if name not in self.by]
+            if unknown:
+                raise ValueError(f"focus names {unknown[0]!r}, which is not in by={list(self.by)}")
         self._rule(["_"])  # a bad objective, constraint or cost order names itself now
+
+    def followed(self, decision: Decision) -> bool:
+        """Whether ``decision`` (one scenario's) gets repeats past ``min_repeat``."""
+        focus = self.focus
+        return focus is None or all(decision.scenario.get(k) == v for k, v in focus.items())
 
     def metrics(self) -> tuple[str, ...]:
         """The columns the decision reads: the objective's, then the constraints'."""

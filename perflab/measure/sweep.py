@@ -284,6 +284,7 @@ def _still_open(points: list[dict[str, Any]], rows: _Rows, adaptive: Adaptive | 
     wanted = [
         {**decision.scenario, **point}
         for decision in rows.decisions.values()
+        if adaptive.followed(decision)
         for point in decision.open_points()
     ]
     return [i for i, point in enumerate(points) if point in wanted]
