@@ -28,6 +28,14 @@ _LOCATIONS = {
     "compare_runs": "perflab.measure.analysis",
     "knee": "perflab.measure.analysis",
     "pareto_front": "perflab.measure.analysis",
+    "AIMD": "perflab.aio.limits",
+    "Gradient2": "perflab.aio.limits",
+    "Limit": "perflab.aio.limits",
+    "Rejected": "perflab.aio.limits",
+    "Throttle": "perflab.aio.limits",
+    "Throttled": "perflab.aio.limits",
+    "Vegas": "perflab.aio.limits",
+    "Windowed": "perflab.aio.limits",
     "ApiCalls": "perflab.aio.apicalls",
     "ApiStats": "perflab.aio.apicalls",
     "BatchProcessor": "perflab.aio.batching",
@@ -61,6 +69,7 @@ _LOCATIONS = {
 if TYPE_CHECKING:
     from perflab.aio.apicalls import ApiCalls, ApiStats
     from perflab.aio.batching import BatchProcessor, BatchStats
+    from perflab.aio.limits import AIMD, Gradient2, Limit, Rejected, Throttle, Throttled, Vegas, Windowed
     from perflab.aio.ratelimit import LimiterStats, TokenBucketLimiter
     from perflab.aio.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
     from perflab.jsonl.readers import MemoryMappedReader, read_jsonl
@@ -98,6 +107,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "AIMD",
     "Analysis",
     "ApiCalls",
     "ApiStats",
@@ -108,19 +118,26 @@ __all__ = [
     "Comparison",
     "CompressedWriter",
     "Decision",
+    "Gradient2",
+    "Limit",
     "LimiterStats",
     "MemoryMappedReader",
     "PerformanceProfiler",
     "ProfileReport",
     "ProfileResult",
     "Recommendation",
+    "Rejected",
     "Results",
     "SampleStats",
     "TaskPool",
     "TaskPoolConfig",
     "TaskPoolStats",
+    "Throttle",
+    "Throttled",
     "TokenBucketLimiter",
     "UntilDecided",
+    "Vegas",
+    "Windowed",
     "WriterStats",
     "__version__",
     "asweep",

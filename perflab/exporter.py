@@ -273,6 +273,7 @@ _POOL = (
     ("gauge", "perflab_pool_in_flight", "Calls running now.", "in_flight"),
     ("gauge", "perflab_pool_queued", "Calls accepted and waiting for a slot.", "queued"),
     ("gauge", "perflab_pool_peak_in_flight", "Most calls running at once.", "peak_in_flight"),
+    ("gauge", "perflab_pool_limit", "Calls allowed at once now (an adaptive limit moves).", "limit"),
     ("counter", "perflab_pool_submitted", "Calls accepted.", "submitted"),
 )
 _LIMITER = (
@@ -313,9 +314,9 @@ class _ScrapeReader:
 
         pool_stats = {name: pool.stats for name, pool in pools.items()}
         yield from _families(_POOL, pool_stats)
-        slots = ((n, p.config.max_concurrent) for n, p in pools.items())
+        slots = ((n, float(stats.limit)) for n, stats in pool_stats.items())
         yield metric_family(
-            "gauge", "perflab_pool_max_concurrent", "The pool's slots (max_concurrent).", slots
+            "gauge", "perflab_pool_max_concurrent", "The pool's slots now (as perflab_pool_limit).", slots
         )
         calls = CounterMetricFamily(
             "perflab_pool_calls", "Calls ended, by outcome.", labels=["name", "outcome"]

@@ -505,6 +505,7 @@ def test_stats_and_repr_are_plain_data() -> None:
         "queued": 0,
         "peak_in_flight": 0,
         "max_queue_depth": 0,
+        "limit": 2,
     }
     assert "max_concurrent=2" in repr(pool)
     gc.collect()

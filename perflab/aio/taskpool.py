@@ -19,6 +19,10 @@ Design, and why:
 * **Structured.** The first failure cancels the rest of that call's work and is raised;
   when ``map``/``gather`` return or raise, and when ``async with pool:`` exits, none of
   their work is still running.
+* **Adaptive limits.** ``max_concurrent`` may be a :class:`~perflab.aio.limits.Limit`
+  (``AIMD()``, ``Gradient2()``, ``Vegas()``): every ended call is reported to it, and the
+  pool's slots follow its ``limit``. Growing hands slots to waiting work at once;
+  shrinking never cancels a running call: workers over the limit leave as their calls end.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from perflab._validate import check_int, check_optional_int, check_optional_number
+from perflab._validate import check_int, check_number, check_optional_int, check_optional_number
 from perflab.aio._clock import CLOCK_SLACK, MIN_REARM_DELAY
 from perflab.aio.histogram import Histogram, HistogramSnapshot
+from perflab.aio.limits import Limit, Rejected, Throttle, Throttled
 
 __all__ = ["TaskPool", "TaskPoolConfig", "TaskPoolStats"]
 
@@ -50,24 +55,53 @@ _CANCELLED = "cancelled"
 class TaskPoolConfig:
     """Settings of a :class:`TaskPool`.
 
-    ``max_concurrent``: most calls running at once (>= 1). ``timeout_seconds``: longest a
+    ``max_concurrent``: most calls running at once (>= 1), or an adaptive
+    :class:`~perflab.aio.limits.Limit` the pool follows. ``timeout_seconds``: longest a
     call may run before it is cancelled and fails with ``TimeoutError`` (> 0, or ``None``
     for no limit). ``max_queue``: most submitted calls waiting for a slot before
     ``submit`` waits (>= 1, or ``None`` for no limit).
+
+    For an adaptive limit, a call *dropped* is one that raised
+    :class:`~perflab.aio.limits.Rejected`, timed out, or raised one of ``drops`` (exception
+    types of the user's client that mean "refused"). A ``Rejected(retry_after=s)`` holds
+    back new calls for ``min(s, max_retry_after)`` seconds (urllib3's cap, 6 hours, by
+    default). ``throttle`` (:class:`~perflab.aio.limits.Throttle`) rejects calls locally,
+    before they are sent, while the server refuses many: they fail with ``Throttled``.
     """
 
-    max_concurrent: int = 10
+    max_concurrent: int | Limit = 10
     timeout_seconds: float | None = 30.0
     max_queue: int | None = None
+    drops: tuple[type[BaseException], ...] = ()
+    max_retry_after: float = 21600.0
+    throttle: Throttle | None = None
 
     def __post_init__(self) -> None:
-        check_int("max_concurrent", self.max_concurrent, minimum=1)
+        if not isinstance(self.max_concurrent, Limit):
+            check_int("max_concurrent", self.max_concurrent, minimum=1)
         timeout = check_optional_number("timeout_seconds", self.timeout_seconds, positive=True)
         object.__setattr__(self, "timeout_seconds", timeout)
         check_optional_int("max_queue", self.max_queue, minimum=1)
+        drops = self.drops
+        if not isinstance(drops, tuple) or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in drops
+        ):
+            raise TypeError(f"drops must be a tuple of exception types, got {drops!r}")
+        check_number("max_retry_after", self.max_retry_after, minimum=0.0)
+        if self.throttle is not None and not isinstance(self.throttle, Throttle):
+            raise TypeError(f"throttle must be a Throttle or None, got {type(self.throttle).__name__}")
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether ``max_concurrent`` is an adaptive limit."""
+        return not isinstance(self.max_concurrent, int)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            field.name: value if isinstance(value, int | float | type(None)) else repr(value)
+            for field in dataclasses.fields(self)
+            for value in [getattr(self, field.name)]
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,6 +123,7 @@ class TaskPoolStats:
     queued: int
     peak_in_flight: int
     max_queue_depth: int
+    limit: int  # the calls allowed at once now (max_concurrent, or an adaptive limit's)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -108,11 +143,13 @@ class _Counters:
         "queued",
         "peak_in_flight",
         "max_queue_depth",
+        "limit",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.submitted = self.completed = self.failed = self.timed_out = self.cancelled = 0
         self.in_flight = self.queued = self.peak_in_flight = self.max_queue_depth = 0
+        self.limit = limit
 
     def accept(self, calls: int, depth: int) -> None:
         """``calls`` were accepted into a queue now ``depth`` deep."""
@@ -147,9 +184,10 @@ _READ_COUNTERS = operator.attrgetter(*_Counters.__slots__)
 class _Worker:
     """One pool slot in use: the task running it and the call it is awaiting."""
 
-    __slots__ = ("task", "began", "started", "interrupt", "key")
+    __slots__ = ("task", "began", "started", "interrupt", "key", "pause")
 
     def __init__(self) -> None:
+        self.pause: asyncio.Future[None] | None = None  # set while it waits out a Retry-After
         self.task: asyncio.Task[None] | None = None
         self.began = False  # its task has run (one cancelled before it first ran never does)
         self.started: float | None = None  # loop time the current call began, or None
@@ -460,6 +498,8 @@ class TaskPool:
         "_context",
         "_counts",
         "_queue_waits",
+        "_limit",
+        "_resume_at",
     )
 
     def __init__(self, config: TaskPoolConfig | None = None, **overrides: Any) -> None:
@@ -471,19 +511,23 @@ class TaskPool:
             config = dataclasses.replace(config, **overrides)
         self.config = config
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._free = config.max_concurrent
+        limit = config.max_concurrent
+        self._limit: Limit | None = None if isinstance(limit, int) else limit
+        slots = limit if isinstance(limit, int) else max(1, limit.limit)
+        self._free = slots  # < 0 after an adaptive limit shrank below the workers running
+        self._resume_at = 0.0  # loop time before which no call starts (a Retry-After)
         self._slot_waiters: deque[_Job] = deque()
         self._all_workers: set[_Worker] = set()
         timeout = config.timeout_seconds
         self._watchdog = _Watchdog(self._all_workers, timeout) if timeout is not None else None
         self._context: _SubmitJob | None = None
-        self._counts = _Counters()
+        self._counts = _Counters(slots)
         self._queue_waits = Histogram()
 
     def __repr__(self) -> str:
         counts = self._counts
         return (
-            f"<TaskPool max_concurrent={self.config.max_concurrent} "
+            f"<TaskPool max_concurrent={self.config.max_concurrent!r} limit={counts.limit} "
             f"timeout_seconds={self.config.timeout_seconds} in_flight={counts.in_flight} "
             f"queued={counts.queued} completed={counts.completed} failed={counts.failed}>"
         )
@@ -522,7 +566,7 @@ class TaskPool:
             items = iter(iterable)
         except TypeError:
             raise TypeError(f"iterable must be iterable, got {type(iterable).__name__}") from None
-        limit = self.config.max_concurrent
+        limit = self._job_limit
         size = _length_hint(iterable)
         if size is not None:
             limit = min(limit, size)
@@ -546,7 +590,7 @@ class TaskPool:
             for awaitable in awaitables:
                 _discard_awaitable(awaitable)
             raise
-        limit = min(self.config.max_concurrent, len(awaitables))
+        limit = min(self._job_limit, len(awaitables))
         job = _SequenceJob(_identity, awaitables, limit, return_exceptions, accepted=True, sized=True)
         job.accepted_at = asyncio.get_running_loop().time()
         self._counts.accept(len(awaitables), self._counts.queued + len(awaitables))
@@ -589,7 +633,7 @@ class TaskPool:
         if self._context is not None:
             raise RuntimeError("TaskPool is already open in an 'async with' block; use a second pool to nest")
         self._bind_loop()
-        self._context = _SubmitJob(self.config.max_concurrent, asyncio.current_task())
+        self._context = _SubmitJob(self._job_limit, asyncio.current_task())
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -624,6 +668,13 @@ class TaskPool:
 
     # ----------------------------------------------------------------- internals
 
+    @property
+    def _job_limit(self) -> int:
+        """Most workers one job may hold: the pool's size, or any number under a limit that
+        moves (the pool's free slots are what bound it then)."""
+        limit = self.config.max_concurrent
+        return limit if isinstance(limit, int) else 1 << 30
+
     def _refuse_nested(self, method: str) -> None:
         """A call running in this pool that waits on this pool's map/gather holds a slot
         those calls may need: with every slot so held, nothing ever runs again."""
@@ -631,7 +682,7 @@ class TaskPool:
         if current is not None and any(worker.task is current for worker in self._all_workers):
             raise RuntimeError(
                 f"TaskPool.{method}() called from a call this pool is running: that call holds one "
-                f"of the pool's {self.config.max_concurrent} slots while it waits for slots, which "
+                f"of the pool's {self._counts.limit} slots while it waits for slots, which "
                 "deadlocks once every slot is held so; run the inner work on a second TaskPool"
             )
 
@@ -673,11 +724,11 @@ class TaskPool:
     def _request_slots(self, job: _Job, most: int | None = None) -> None:
         """Give ``job`` free slots (at most ``most`` new workers); queue it for more."""
         spawned = 0
-        while self._free and job.wants_worker() and (most is None or spawned < most):
+        while self._free > 0 and job.wants_worker() and (most is None or spawned < most):
             self._free -= 1
             self._spawn(job)
             spawned += 1
-        if not self._free and not job.registered and job.wants_worker():
+        if self._free <= 0 and not job.registered and job.wants_worker():
             job.registered = True
             self._slot_waiters.append(job)
 
@@ -693,6 +744,9 @@ class TaskPool:
         return poorest
 
     def _release_slot(self) -> None:
+        if self._free < 0:  # the limit shrank: this slot is gone
+            self._free += 1
+            return
         job = self._poorest_waiter() if self._slot_waiters else None
         if job is None:
             self._free += 1
@@ -742,6 +796,8 @@ class TaskPool:
         for worker in job.workers:
             if worker.started is not None and worker.interrupt is None:
                 worker.stop_call()
+            elif worker.pause is not None and not worker.pause.done():
+                worker.pause.set_result(None)  # it leaves instead of waiting out a Retry-After
 
     def _fail(self, job: _Job) -> None:
         """A call of ``job`` failed: stop the job, and what feeds it (a submit block's body)."""
@@ -772,8 +828,15 @@ class TaskPool:
         watchdog = self._watchdog
         accepted = job.accepted
         queue_waits = self._queue_waits
+        limit = self._limit
+        throttle = self.config.throttle
         try:
             while not job.stopping:
+                if self._free < 0:
+                    break  # the limit shrank: this worker leaves between calls, never during one
+                if self._resume_at > loop_time():
+                    await self._pause(job, worker)
+                    continue
                 try:
                     key, fn, args = job.take()
                 except StopIteration:
@@ -784,25 +847,30 @@ class TaskPool:
                         job.failure = exc
                     self._fail(job)
                     break
-                if grow and self._free:
+                if grow and self._free > 0:
                     self._request_slots(job, most=len(job.workers))
                     grow = job.may_grow()
                 counts.start(accepted)
+                in_flight = counts.in_flight
                 worker.key = key
                 worker.started = started = loop_time()
                 if accepted:
                     queue_waits.observe(started - job.accepted_at)
                 if watchdog is not None:
                     watchdog.started(started)
+                if throttle is not None and not throttle.allow(started):
+                    fn, args = _throttled, (throttle.probability(started),)
                 awaitable = None
                 try:
                     awaitable = fn(*args)
                     value = await awaitable
                 except asyncio.CancelledError:
-                    if self._cancelled_call(job, worker, key):
+                    if self._cancelled_call(job, worker, key, started, in_flight):
                         raise
                 except Exception as exc:
                     self._failed_call(job, worker, key, exc, awaitable)
+                    if limit is not None or throttle is not None:
+                        self._outcome(started, in_flight, exc)
                 except BaseException as exc:
                     # KeyboardInterrupt, SystemExit: asyncio hands them to the loop's caller.
                     # Count the call and stop the job, so that the shutdown that follows finds
@@ -816,6 +884,8 @@ class TaskPool:
                     counts.in_flight -= 1
                     counts.completed += 1
                     job.settle(key, value)
+                    if limit is not None or throttle is not None:
+                        self._outcome(started, in_flight, None)
                 if self._slot_waiters:
                     poorer = self._poorest_waiter(exclude=job)
                     if poorer is not None and len(job.workers) > len(poorer.workers) + 1:
@@ -840,7 +910,64 @@ class TaskPool:
         elif job.settle_error(key, error):
             self._fail(job)
 
-    def _cancelled_call(self, job: _Job, worker: _Worker, key: Any) -> bool:
+    def _outcome(self, started: float, in_flight: int, exc: BaseException | None) -> None:
+        """Tell the adaptive limit and the throttle how a call ended (a call the throttle
+        never sent tells neither), and hold back new calls for a Retry-After."""
+        if isinstance(exc, Throttled):
+            return
+        now = asyncio.get_running_loop().time()
+        dropped = isinstance(exc, Rejected | TimeoutError) or isinstance(exc, self.config.drops)
+        if isinstance(exc, Rejected) and exc.retry_after:
+            resume = now + min(exc.retry_after, self.config.max_retry_after)
+            if resume > self._resume_at:
+                self._resume_at = resume
+        throttle = self.config.throttle
+        if throttle is not None:
+            throttle.record(now, accepted=not dropped)
+        limit = self._limit
+        if limit is not None and (exc is None or dropped):
+            limit.on_sample(started, now - started, in_flight, dropped)
+            self._follow_limit()
+
+    def _follow_limit(self) -> None:
+        """Resize the pool to the adaptive limit: new slots go to waiting work at once;
+        removed ones leave as their calls end (``_free`` goes below zero meanwhile)."""
+        assert self._limit is not None
+        new = max(1, self._limit.limit)
+        counts = self._counts
+        if new == counts.limit:
+            return
+        self._free += new - counts.limit
+        counts.limit = new
+        while self._free > 0 and self._slot_waiters:
+            job = self._poorest_waiter()
+            if job is None:
+                break
+            self._free -= 1
+            self._spawn(job)
+            if not job.wants_worker():
+                self._slot_waiters.remove(job)
+                job.registered = False
+
+    async def _pause(self, job: _Job, worker: _Worker) -> None:
+        """Wait until the pool may start calls again (a Retry-After); stopping wakes it."""
+        loop = asyncio.get_running_loop()
+        waiter = worker.pause = loop.create_future()
+        handle = loop.call_at(self._resume_at, _wake, waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if not job.stopping:
+                job.failure = job.failure or asyncio.CancelledError("a pool worker was cancelled")
+                self._fail(job)
+            raise
+        finally:
+            handle.cancel()
+            worker.pause = None
+
+    def _cancelled_call(
+        self, job: _Job, worker: _Worker, key: Any, started: float = 0.0, in_flight: int = 0
+    ) -> bool:
         """A call was cancelled: by the watchdog (a timeout), by its caller (a cancelled
         submit future), or from outside. Returns True for the last: the cancellation
         must propagate, and the job stops."""
@@ -864,9 +991,22 @@ class TaskPool:
             return False
         counts.timed_out += 1
         timeout = self.config.timeout_seconds or 0.0
-        if job.settle_error(key, TimeoutError(f"task exceeded timeout_seconds={timeout:g}")):
+        error = TimeoutError(f"task exceeded timeout_seconds={timeout:g}")
+        if job.settle_error(key, error):
             self._fail(job)
+        if self._limit is not None or self.config.throttle is not None:
+            self._outcome(started, in_flight, error)
         return False
+
+
+async def _throttled(probability: float) -> Any:
+    """The call the throttle rejected: it fails without being sent."""
+    raise Throttled(probability)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _length_hint(iterable: Iterable[Any]) -> int | None:

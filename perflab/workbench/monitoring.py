@@ -132,6 +132,14 @@ def dashboard_panels(
             ),
         ),
         (
+            "Pool limit and calls in flight (an adaptive limit moves)",
+            "short",
+            (
+                ("limit", f'perflab_pool_limit{{{job},name="{pool}"}}'),
+                ("in flight", f'perflab_pool_in_flight{{{job},name="{pool}"}}'),
+            ),
+        ),
+        (
             "API calls by answer, and the refused share (429, 503)",
             "reqps",
             (
