@@ -131,10 +131,13 @@ def test_windowed_feeds_one_sample_per_window() -> None:
     windowed = Windowed(Recorder(), min_window=1.0, max_window=2.0, samples=3)
     windowed.on_sample(0.0, 0.1, 2, False)
     windowed.on_sample(0.1, 0.3, 4, False)
-    windowed.on_sample(0.2, 0.0, 3, True)  # a refusal: counts as a drop, not in the mean
-    assert seen == []  # three samples, but the window has lasted 0.2 s of its 1 s
+    windowed.on_sample(0.2, 0.1, 3, False)
+    assert seen == []  # three samples, but the window has lasted 0.4 s of its 1 s
     windowed.on_sample(0.9, 0.2, 1, False)
-    assert seen == [(0.0, pytest.approx(0.2), 4, True)]  # mean of 0.1, 0.3, 0.2; most in flight; a drop
+    assert seen == [(0.0, pytest.approx(0.175), 4, False)]  # mean RTT; most in flight
+    windowed.on_sample(1.2, 0.1, 2, False)
+    windowed.on_sample(1.3, 0.0, 3, True)  # a refusal closes the window at once
+    assert seen[1] == (1.2, pytest.approx(0.1), 3, True)  # it counts as a drop, not in the mean
     assert windowed.limit == 5
     with pytest.raises(TypeError, match="limit must be a Limit"):
         Windowed(object())  # type: ignore[arg-type]
@@ -386,3 +389,17 @@ def test_stats_and_the_exporter_show_the_current_limit(run_virtual) -> None:
     text = exporter.text()
     assert f'perflab_pool_limit{{name="quotes"}} {float(pool.stats.limit)}' in text
     assert "limit=" in repr(pool) and "AIMD" in repr(pool)
+
+
+def test_a_retry_after_below_the_clocks_resolution_does_not_spin(run_virtual) -> None:
+    async def main() -> list[Any]:
+        async def call(i: int) -> int:
+            await asyncio.sleep(0.001)
+            if i % 3 == 0:
+                raise Rejected("429", retry_after=1e-12)  # what float rounding leaves of "now"
+            return i
+
+        return await TaskPool(max_concurrent=AIMD(4)).map(call, range(30), return_exceptions=True)
+
+    results = run_virtual(asyncio.wait_for(main(), 60))
+    assert sum(isinstance(r, Rejected) for r in results) == 10

@@ -19,6 +19,17 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 FIXTURES = Path(__file__).resolve().parent / "notebooks"
 
 TINY = {
+    "adaptive": (
+        {
+            "contenders": ["static:4", "aimd"],
+            "phases": ["seconds=1 cap=8 latency=constant:20", "seconds=1 cap=4 latency=constant:20"],
+            "rate_phase": "seconds=0.5 cap=16 latency=constant:20 rate=100 burst=5",
+            "repeat": 2,
+        },
+        ["contender"],
+        2 * 2,
+        None,  # recommends a contender only when one keeps the refusal limit
+    ),
     "taskpool": (
         {
             "pool_sizes": [1, 4],
@@ -175,6 +186,8 @@ def grid_of(name: str, parameters: dict, results: Results) -> dict[str, set]:
         return {"max_concurrent": {2, 8}, "symbols": {40}}
     if name == "monitoring":
         return {"max_concurrent": set(range(1, p["pool_size"] + 1))}
+    if name == "adaptive":
+        return {"max_concurrent": set(p["contenders"])}
     assert name == "collector"
     return {
         "pool_size": column["pool_size"],

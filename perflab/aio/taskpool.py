@@ -834,7 +834,7 @@ class TaskPool:
             while not job.stopping:
                 if self._free < 0:
                     break  # the limit shrank: this worker leaves between calls, never during one
-                if self._resume_at > loop_time():
+                if self._resume_at > loop_time() + CLOCK_SLACK:
                     await self._pause(job, worker)
                     continue
                 try:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Finding",
     "KeyValue",
+    "adaptive",
     "batching",
     "collector",
     "compression",
@@ -699,6 +700,100 @@ def monitoring(
         recommended=recommended,
         conclusion=text,
         key_value=KeyValue("refused_share", {"phase": "after"}, share_after) if after is not None else None,
+        decision=decision_card(decision),
+    )
+
+
+def _spread(values: Sequence[float], fmt: str) -> str:
+    import numpy as np
+
+    array = np.asarray(values, dtype=float)
+    return f"{fmt.format(np.median(array))} [{fmt.format(array.min())}-{fmt.format(array.max())}]"
+
+
+def adaptive(
+    table: pd.DataFrame,
+    decision: Decision,
+    *,
+    phases: Sequence[Any],
+    rate_table: pd.DataFrame | None = None,
+    rate_decision: Decision | None = None,
+    max_refused: float,
+) -> Finding:
+    """The bake-off's decision over the whole moving-cap run (``table``:
+    :func:`perflab.workbench.adaptive.phase_table`, phase 0 the whole run): which contender
+    to run, the best adaptive one against the best static one that keeps the refusal
+    limit (ratio of goodput with its CI), how fast it followed each change, and what a
+    rate limit did to them all (``rate_table``, ``rate_decision``)."""
+    import math
+
+    from perflab.measure.stats import compare
+
+    overall = table[table["phase"] == 0]
+
+    def runs(name: str, metric: str, phase: int = 0) -> list[float]:
+        rows = table[(table["phase"] == phase) & (table["contender"] == name)]
+        return [float(v) for v in rows[metric]]
+
+    feasible = {v.point["contender"] for v in decision.settings if v.status != "infeasible" and v.n > 0}
+    medians = overall.groupby("contender")["goodput"].median()
+    statics = [c for c in medians.index if c.startswith("static:") and c in feasible]
+    adaptives = [c for c in medians.index if not c.startswith("static:") and c in feasible]
+    caps = " -> ".join(str(p.cap) for p in phases)
+    text = f"The server's cap moved {caps} (latency {' -> '.join(p.latency for p in phases)}). "
+    text += decision.text(_setting) + " "
+    key_figure = "no contender kept the refusal limit"
+    key_value = None
+    recommended: dict[str, Any] = {}
+    if decision.chosen is not None:
+        chosen = str(_scalar(decision.chosen["contender"]))
+        recommended["max_concurrent"] = chosen
+        key_value = KeyValue("goodput", {"contender": chosen}, float(medians[chosen]))
+        key_figure = f"{chosen}: {medians[chosen]:,.0f} answers/s over the whole run"
+    if statics and adaptives:
+        best_static = max(statics, key=lambda c: medians[c])
+        best_adaptive = max(adaptives, key=lambda c: medians[c])
+        side = compare(runs(best_static, "goodput"), runs(best_adaptive, "goodput"), higher_is_better=True)
+        text += (
+            f"The best adaptive limit, {best_adaptive}, collected {side.ratio:.2f}x "
+            f"(95% CI {side.ci95[0]:.2f}-{side.ci95[1]:.2f}) the goodput of the best static pool that "
+            f"kept refusals under {max_refused:.0%} ({best_static}), with "
+            f"{_spread(runs(best_adaptive, 'refused_share'), '{:.2%}')} of its calls refused. "
+        )
+        follows = []
+        for number in range(2, len(phases) + 1):
+            times = runs(best_adaptive, "converge_s", number)
+            if any(math.isnan(t) for t in times):
+                follows.append(f"to cap {phases[number - 1].cap}: not within the phase in some runs")
+            else:
+                follows.append(f"to cap {phases[number - 1].cap} in {_spread(times, '{:.1f}')} s")
+        text += f"It reached 90% of the best static goodput after each change: {'; '.join(follows)}. "
+        key_figure = f"{best_adaptive}: {side.ratio:.2f}x the best static pool ({best_static})"
+    elif not statics:
+        text += f"No static pool kept refusals under {max_refused:.0%} through every phase. "
+    if "aimd+throttle" in set(overall["contender"]):
+        throttled = float(overall[overall["contender"] == "aimd+throttle"]["throttled_share"].median())
+        text += (
+            "Client-side throttling never engaged (the server refused fewer than half the calls). "
+            if throttled == 0
+            else f"Client-side throttling shed {throttled:.1%} of the calls locally. "
+        )
+    if rate_table is not None and rate_decision is not None:
+        rate = rate_table[rate_table["phase"] == 0]
+        shares = rate.groupby("contender")["refused_share"].median()
+        text += (
+            "Behind a rate limit instead of a cap, concurrency limits see only the refusals: "
+            + ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
+            + " of calls refused. "
+            + rate_decision.text(_setting)
+            + " There, pace the calls with a `TokenBucketLimiter` at the server's rate."
+        )
+    return Finding(
+        title="Adaptive concurrency: following a server whose limits move",
+        key_figure=key_figure,
+        recommended=recommended,
+        conclusion=text.strip(),
+        key_value=key_value,
         decision=decision_card(decision),
     )
 

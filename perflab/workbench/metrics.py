@@ -71,6 +71,11 @@ METRICS: dict[str, Metric] = {
     "calls_ok_per_s": Metric("/s", "higher"),
     "call_ms": Metric("ms", "lower"),
     "loop_lag_ms": Metric("ms", "lower"),
+    # adaptive concurrency (the bake-off)
+    "goodput": Metric("/s", "higher"),
+    "throttled_share": Metric("", "lower"),
+    "converge_s": Metric("s", "lower"),
+    "complexity": Metric("", "lower"),
 }
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DASHBOARD_PLOTS",
+    "plot_adaptive",
     "READ_PANELS",
     "ecdf_plot",
     "line_with_spread",
@@ -451,4 +452,39 @@ def plot_user_sweep(
     fig.suptitle(
         "median, IQR band, min-max" + ("; star: the recommended setting" if chosen else ""), fontsize=9
     )
+    return fig
+
+
+def plot_adaptive(traces: Sequence[Any], *, title: str = "") -> Figure:
+    """Per contender (its first run): the pool's limit and calls in flight over time,
+    against the server's true cap (a step line), phase changes marked."""
+    import matplotlib.pyplot as plt
+
+    from perflab.workbench.adaptive import cap_over_time
+
+    first: dict[str, Any] = {}
+    for trace in traces:
+        first.setdefault(trace.contender, trace)
+    columns = 2
+    rows = (len(first) + columns - 1) // columns
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(13, 2.6 * rows), layout="constrained", sharex=True, squeeze=False
+    )
+    for ax, (name, trace) in zip(axes.flat, first.items(), strict=False):
+        times, caps = cap_over_time(trace.phases)
+        ax.plot(times, caps, color="black", **IDEAL_STYLE, label="server cap")
+        ax.plot(trace.times, trace.in_flight, linewidth=0.8, alpha=0.6, label="in flight")
+        ax.plot(trace.times, trace.limit, linewidth=1.6, label="pool limit")
+        for edge in trace.edges[1:-1]:
+            ax.axvline(edge, color="crimson", linewidth=0.8, alpha=0.6)
+        ax.set(title=name, ylabel="calls")
+        ax.set_ylim(0, max(max(caps) * 1.6, 4))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, loc="upper right")
+    for ax in axes.flat[len(first) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title)
     return fig
