@@ -37,8 +37,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers (a test file stays on one), then the tests that time a real server, alone.
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile -m "not exclusive"
+	$(BIN)/pytest -m exclusive
 
 nbval: $(STAMP)
 	$(BIN)/pytest --nbval-lax notebooks/

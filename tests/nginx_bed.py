@@ -10,6 +10,8 @@ Locations:
 - ``/slow``: the same zones (the same server, a slow endpoint): 150 ms.
 - ``/strict``: its own ``limit_req rate=RATE nodelay`` with no burst (a request even a
   hair early is refused), no concurrency cap; 20 ms.
+- ``/capped``: ``limit_conn CAP`` alone (no rate limit); 50 ms. ``reload(cap=N)`` rewrites
+  the configuration and has nginx reload it (SIGHUP to its master): a cap that moves.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ http {{
             limit_req zone=strict nodelay;
             proxy_pass http://app/?ms=20;
         }}
+        location /capped {{
+            limit_conn conn {cap};
+            proxy_pass http://app/?ms=50;
+        }}
     }}
 }}
 """
@@ -131,18 +137,8 @@ class NginxBed:
             subprocess.Popen([*bound, sys.executable, str(script), str(upstream_port), f"{self.lifetime:g}"])
         )
         _wait_http(f"http://127.0.0.1:{upstream_port}/?ms=0", 30, "the upstream")
-        config = self.work / "nginx.conf"
-        config.write_text(
-            CONFIG.format(
-                user="user root;" if os.geteuid() == 0 else "",
-                work=self.work,
-                rate=self.rate,
-                burst=self.burst,
-                cap=self.cap,
-                upstream=upstream_port,
-                port=self.port,
-            )
-        )
+        self._upstream_port = upstream_port
+        config = self._write_config()
         self._log = log = (self.work / "nginx.out").open("wb")
         self._processes.append(
             subprocess.Popen(
@@ -155,6 +151,29 @@ class NginxBed:
         _wait_http(f"{self.url}/strict", 30, "nginx")
         time.sleep(0.1)
         return self
+
+    def _write_config(self) -> Path:
+        config = self.work / "nginx.conf"
+        config.write_text(
+            CONFIG.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                work=self.work,
+                rate=self.rate,
+                burst=self.burst,
+                cap=self.cap,
+                upstream=self._upstream_port,
+                port=self.port,
+            )
+        )
+        return config
+
+    def reload(self, *, cap: int) -> None:
+        """Set ``limit_conn`` to ``cap`` and have the running nginx reload its configuration
+        (new workers take new requests; the old ones finish theirs)."""
+        self.cap = cap
+        self._write_config()
+        master = int((self.work / "nginx.pid").read_text())
+        os.kill(master, signal.SIGHUP)
 
     def stop(self) -> None:
         for process in reversed(self._processes):

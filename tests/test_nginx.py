@@ -12,18 +12,20 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nginx_bed import NginxBed, nginx_binary
 from prometheus_bed import PrometheusBed, query, wait_for
 
-from perflab import TaskPool, TokenBucketLimiter
+from perflab import AIMD, Rejected, TaskPool, TokenBucketLimiter, Windowed
 from perflab.aio.apicalls import ApiCalls, aiohttp_trace
+from perflab.aio.limits import Limit
 from perflab.exporter import Exporter
 from perflab.workbench.monitoring import dashboard
 from perflab.workbench.observe import observe
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 JOB = "quotes-client"
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 RATE, BURST, CAP = 200, 10, 24
@@ -136,6 +138,107 @@ def test_strict_spacing_keeps_a_no_burst_server_happy(tmp_path: Path) -> None:
     assert strict.gaps_ms(1 / (0.9 * RATE))[0] >= 1e3 / (0.9 * RATE) - 0.05  # sends never closer
     assert strict.share(429) <= 0.01 and strict.share(429) <= average.share(429) / 3
     assert strict.rate >= 0.85 * RATE  # polling the last timer tick keeps the rate
+
+
+@dataclasses.dataclass
+class Run:
+    """Calls of a timed run (send, answer: seconds from its start; status, 0 for a
+    connection the reload closed) and the pool's limit sampled every 0.1 s."""
+
+    calls: list[tuple[float, float, int]]
+    limits: list[tuple[float, int]]
+
+    def sent(self, low: float, high: float) -> list[int]:
+        return [status for sent, _, status in self.calls if low <= sent < high]
+
+    def share_503(self, low: float, high: float) -> float:
+        statuses = self.sent(low, high)
+        return statuses.count(503) / max(1, len(statuses))
+
+    def goodput(self, low: float, high: float) -> float:
+        return sum(1 for _, end, status in self.calls if status == 200 and low <= end < high) / (high - low)
+
+
+async def timed_drive(
+    url: str, max_concurrent: int | Limit, seconds: float, at: float | None = None, then: Any = None
+) -> Run:
+    """Call ``url`` as fast as the pool lets for ``seconds`` (a 503 raised as ``Rejected``);
+    at ``at`` seconds, run ``then()`` (the reload)."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    pool = TaskPool(max_concurrent=max_concurrent, timeout_seconds=10)
+    calls: list[tuple[float, float, int]] = []
+    limits: list[tuple[float, int]] = []
+    began = loop.time()
+
+    def until_end() -> Iterator[int]:
+        n = 0
+        while loop.time() < began + seconds:
+            yield n
+            n += 1
+
+    async def watch() -> None:
+        done = False
+        while True:
+            now = loop.time() - began
+            limits.append((now, pool.stats.limit))
+            if at is not None and not done and now >= at:
+                then()
+                done = True
+            await asyncio.sleep(0.1)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(_: int) -> None:
+            sent = loop.time() - began
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+                    status = response.status
+            except aiohttp.ClientError:
+                status = 0  # a keep-alive connection an old worker closed on reload
+            calls.append((sent, loop.time() - began, status))
+            if status == 503:
+                raise Rejected("503")
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await pool.map(one, until_end(), return_exceptions=True)
+        finally:
+            watcher.cancel()
+    return Run(calls, limits)
+
+
+def test_aimd_follows_a_cap_that_an_nginx_reload_moves(tmp_path: Path) -> None:
+    """nginx's limit_conn falls from 24 to 12 by a reload mid-run: AIMD's limit follows,
+    503s are back under 1% within 5 s, and goodput then is within 15% of a static pool of
+    12 (the best static setting for the new cap) run against the same server."""
+    reload_at, seconds = 6.0, 14.0
+    with NginxBed(tmp_path, cap=24, lifetime=120) as bed:
+        url = f"{bed.url}/capped"
+        aimd = asyncio.run(
+            timed_drive(
+                url, Windowed(AIMD(), min_window=0.5), seconds, at=reload_at, then=lambda: bed.reload(cap=12)
+            )
+        )
+        static = asyncio.run(timed_drive(url, 12, 5.0))
+    settled = (reload_at + 5.0, seconds)
+    before = max(limit for t, limit in aimd.limits if 3.0 <= t < reload_at)
+    after = [limit for t, limit in aimd.limits if t >= reload_at + 5.0]
+    change = aimd.share_503(reload_at, reload_at + 5)
+    print(
+        f"AIMD: limit up to {before} before the reload, {min(after)}-{max(after)} after; 503 share "
+        f"{aimd.share_503(0, reload_at):.2%} before, {change:.2%} in the 5 s after, "
+        f"{aimd.share_503(*settled):.2%} then; goodput then {aimd.goodput(*settled):.0f}/s, static 12: "
+        f"{static.goodput(1.0, 5.0):.0f}/s ({static.share_503(0, 5):.2%} 503); "
+        f"{aimd.sent(0, seconds).count(0)} calls lost to the reload"
+    )
+    assert before >= 20  # it found the cap of 24
+    assert aimd.sent(reload_at, reload_at + 2).count(503) > 0  # the cap moved under it
+    assert max(after) <= 14  # and it followed
+    assert aimd.share_503(*settled) < 0.01
+    assert aimd.goodput(*settled) >= 0.85 * static.goodput(1.0, 5.0)
 
 
 @pytest.fixture(scope="module")

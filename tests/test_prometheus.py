@@ -25,7 +25,7 @@ from perflab.workbench.monitoring import dashboard, export_collector
 from perflab.workbench.observe import ServerProfile, lab_against_observed, observe, prometheus_query
 
 JOB = "perflab-collector"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 
 class LiveCollector:

@@ -363,8 +363,9 @@ class Windowed:
     for the drop flag but not for the mean. Netflix's defaults are 1 s, 1 s, 10 samples;
     for a fast API pass a window of a few round trips.
 
-    Departure: a drop closes the window at once. Refusals come back fast, and a limit
-    that waits for the window's end to back off keeps sending calls to be refused.
+    Departure: a drop closes the window at once and is passed on as it came (its start and
+    round trip, the window's most in flight). Refusals come back fast, and a limit that
+    waits for the window's end to back off keeps sending calls to be refused.
     """
 
     __slots__ = ("inner", "min_window", "max_window", "samples", "min_rtt", "_window")
@@ -408,7 +409,12 @@ class Windowed:
         end = start + rtt
         mean = window[1] / window[2] if window[2] else 0.0
         length = min(self.max_window, max(self.min_window, 2 * mean))
-        if dropped or (window[3] >= self.samples and end - window[0] >= length):
+        if dropped:
+            # Closed by a drop, passed on as it came (its start and round trip): a limit
+            # that backs off once per event then knows which calls were sent before it.
+            self._window = None
+            self.inner.on_sample(start, rtt, int(window[4]), True)
+        elif window[3] >= self.samples and end - window[0] >= length:
             self._window = None
             self.inner.on_sample(window[0], mean, int(window[4]), bool(window[5]))
 
