@@ -207,6 +207,12 @@ def test_the_confirmed_decision_takes_the_smallest_pool_whose_every_cycle_fits()
         "cycle_s 0.99 in a repeat (needs max(cycle_s) <= 0.95)"
     )
     assert decision.settled
+    # With the server modelled: a pool past its cap or a rate past its rate limit is out.
+    capped = confirmed_decision(pd.DataFrame(rows), budget_s=0.95, server_cap=16, server_rate=4000.0)
+    assert capped.chosen is None  # 16 misses the budget once; 20 and 24 exceed the cap
+    assert capped.verdict({"pool_size": 24, "rate": 4000.0}).status == "infeasible"
+    slower = confirmed_decision(pd.DataFrame(rows), budget_s=0.95, server_rate=3000.0)
+    assert slower.chosen is None and "rate" in slower.verdict({"pool_size": 20, "rate": 4000.0}).reason
 
 
 def test_pool_candidates_surround_the_guess_and_keep_the_current_pool() -> None:

@@ -212,18 +212,30 @@ async def search_cheapest(
     return SearchResult(rows, None)
 
 
-def confirmed_decision(rows: pd.DataFrame, *, budget_s: float) -> Decision:
+def confirmed_decision(
+    rows: pd.DataFrame,
+    *,
+    budget_s: float,
+    server_cap: int | None = None,
+    server_rate: float | None = None,
+) -> Decision:
     """The search's choice as a decision over its confirmed candidates: the smallest pool,
     then the gentlest rate, whose every cycle met ``budget_s`` and lost no symbol (any
-    cycle time that does counts: the zone is 100%)."""
+    cycle time that does counts: the zone is 100%), never a pool above the modelled
+    ``server_cap`` nor a rate above the modelled ``server_rate``."""
     from perflab.measure.decision import decide
 
     confirmed = rows[rows["stage"] == "confirm"]
+    limits = [f"max(cycle_s)<={budget_s}", "failed_per_cycle==0"]
+    if server_cap is not None:
+        limits.append(f"pool_size<={server_cap}")
+    if server_rate is not None:
+        limits.append(f"rate<={server_rate}")
     return decide(
         confirmed if not confirmed.empty else rows,
         ["pool_size", "rate"],
         objective="cycle_s:min",
-        constraints=[f"max(cycle_s)<={budget_s}", "failed_per_cycle==0"],
+        constraints=limits,
         cheaper=["pool_size:asc", "rate:asc"],
         zone=1.0,
     )
