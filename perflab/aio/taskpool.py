@@ -1000,7 +1000,9 @@ class TaskPool:
 
 
 async def _throttled(probability: float) -> Any:
-    """The call the throttle rejected: it fails without being sent."""
+    """The call the throttle rejected: it fails without being sent (after yielding to the
+    loop once, so that a pool shedding a long input does not starve the loop)."""
+    await asyncio.sleep(0)
     raise Throttled(probability)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from perflab._validate import check_int, check_number
 from perflab.aio._virtual_clock import run_on_virtual_clock
-from perflab.aio.limits import AIMD, Gradient2, Limit, Rejected, Throttle, Vegas, Windowed
+from perflab.aio.limits import AIMD, Gradient2, Limit, Rejected, Throttle, Throttled, Vegas, Windowed
 from perflab.aio.taskpool import TaskPool
 from perflab.workbench.services import Latency, SimulatedAPI
 
@@ -171,7 +171,10 @@ async def _drive(
         seed=seed,
     )
     limit, throttle = contender_limit(contender, seed)
-    pool = TaskPool(max_concurrent=limit, timeout_seconds=5.0, throttle=throttle)
+    # The throttle is applied here rather than by the pool (TaskPool(throttle=...)), so
+    # that a call it sheds costs the client a refusal's round trip: a closed-loop client
+    # whose local refusals cost nothing would only spin through them.
+    pool = TaskPool(max_concurrent=limit, timeout_seconds=5.0)
     began = loop.time()
     edges = [began + t for t in itertools.accumulate(p.seconds for p in phases)]
     ends = edges[-1]
@@ -181,11 +184,20 @@ async def _drive(
 
     async def call(_: int) -> None:
         sent = loop.time()
+        if throttle is not None and not throttle.allow(sent):
+            await asyncio.sleep(refusal_ms / 1000)
+            starts.append(sent - began)
+            stops.append(loop.time() - began)
+            statuses.append(0)
+            raise Throttled(throttle.probability(sent))
         response = await api.call()
         starts.append(sent - began)
         stops.append(loop.time() - began)
         statuses.append(response.status)
-        if response.status in (429, 503):
+        refused = response.status in (429, 503)
+        if throttle is not None:
+            throttle.record(loop.time(), accepted=not refused)
+        if refused:
             raise Rejected(str(response.status), retry_after=response.retry_after)
 
     def until_end() -> Iterator[int]:
@@ -214,19 +226,18 @@ async def _drive(
     switcher = asyncio.ensure_future(switch_phases())
     sampler = asyncio.ensure_future(sample())
     try:
-        results = await pool.map(call, until_end(), return_exceptions=True)
+        await pool.map(call, until_end(), return_exceptions=True)
     finally:
         switcher.cancel()
         sampler.cancel()
-    throttled = sum(1 for r in results if isinstance(r, Rejected) and str(r).startswith("throttled"))
     times, limits, in_flight = (np.array(column) for column in zip(*samples, strict=True))
     return Trace(
         contender,
         seed,
         tuple(phases),
-        np.array(starts + [0.0] * throttled),
-        np.array(stops + [0.0] * throttled),
-        np.array(statuses + [0] * throttled),
+        np.array(starts),
+        np.array(stops),
+        np.array(statuses),
         times,
         limits,
         in_flight,

@@ -785,8 +785,8 @@ def adaptive(
             "Behind a rate limit instead of a cap, concurrency limits see only the refusals: "
             + ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
             + " of calls refused. "
-            + rate_decision.text(_setting)
-            + " There, pace the calls with a `TokenBucketLimiter` at the server's rate."
+            + rate_decision.text(_setting).rstrip(".")
+            + ". There, pace the calls with a `TokenBucketLimiter` at the server's rate."
         )
     return Finding(
         title="Adaptive concurrency: following a server whose limits move",
