@@ -13,6 +13,7 @@ from perflab.workbench.adaptive import (
     Phase,
     Trace,
     bakeoff,
+    contender_code,
     contender_limit,
     converge_seconds,
     phase_summary,
@@ -118,3 +119,10 @@ def test_the_bakeoff_runs_inside_a_running_loop_and_tables_its_runs() -> None:
     assert summary.loc[("overall", "aimd"), "converge_s"] == ""
     with pytest.raises(ValueError, match="contenders must name"):
         asyncio.run(bakeoff([], phases))
+
+
+def test_each_contender_says_how_to_run_it() -> None:
+    assert contender_code("static:12") == "TaskPool(max_concurrent=12)"
+    assert "Throttle(k=2)" in contender_code("aimd+throttle")
+    with pytest.raises(ValueError, match="'cubic' is not one of"):
+        contender_code("cubic")

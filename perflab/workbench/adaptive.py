@@ -43,6 +43,7 @@ __all__ = [
     "Trace",
     "bakeoff",
     "cap_over_time",
+    "contender_code",
     "contender_limit",
     "converge_seconds",
     "phase_summary",
@@ -128,6 +129,21 @@ def contender_limit(name: str, seed: int = 0) -> tuple[int | Limit, Throttle | N
     if kind == "vegas":
         return Vegas(seed=seed), None
     raise ValueError(f"contender {name!r} is not one of static:N, {', '.join(list(CONTENDERS)[1:])}")
+
+
+def contender_code(name: str) -> str:
+    """How to run a contender with perflab (the pool's ``max_concurrent``, and a throttle)."""
+    kind, _, size = name.partition(":")
+    code = {
+        "static": f"TaskPool(max_concurrent={size})",
+        "aimd": "TaskPool(max_concurrent=Windowed(AIMD(), min_window=0.25))",
+        "aimd+throttle": "TaskPool(max_concurrent=Windowed(AIMD(), min_window=0.25), throttle=Throttle(k=2))",
+        "gradient2": "TaskPool(max_concurrent=Gradient2(drop_backoff=0.9))",
+        "vegas": "TaskPool(max_concurrent=Vegas())",
+    }
+    if kind not in code:
+        contender_limit(name)  # names what is wrong
+    return code[kind]
 
 
 def _windowed_aimd() -> Windowed:

@@ -728,6 +728,7 @@ def adaptive(
     import math
 
     from perflab.measure.stats import compare
+    from perflab.workbench.adaptive import contender_code
 
     overall = table[table["phase"] == 0]
 
@@ -748,6 +749,7 @@ def adaptive(
     if decision.chosen is not None:
         chosen = str(_scalar(decision.chosen["contender"]))
         recommended["max_concurrent"] = chosen
+        text += f"Run it as `{contender_code(chosen)}`. "
         key_value = KeyValue("goodput", {"contender": chosen}, float(medians[chosen]))
         key_figure = f"{chosen}: {medians[chosen]:,.0f} answers/s over the whole run"
     if statics and adaptives:
