@@ -91,11 +91,6 @@ class TaskPoolConfig:
         if self.throttle is not None and not isinstance(self.throttle, Throttle):
             raise TypeError(f"throttle must be a Throttle or None, got {type(self.throttle).__name__}")
 
-    @property
-    def adaptive(self) -> bool:
-        """Whether ``max_concurrent`` is an adaptive limit."""
-        return not isinstance(self.max_concurrent, int)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             field.name: value if isinstance(value, int | float | type(None)) else repr(value)

@@ -310,11 +310,13 @@ async def bakeoff(
 
 
 def _phase_rows(trace: Trace) -> Iterator[dict[str, Any]]:
+    """The whole run (phase 0), then each phase."""
     edges = trace.edges
-    for index, (low, high) in enumerate(itertools.pairwise(edges)):
+    spans = [(0, 0.0, math.inf, edges[-1])]
+    spans += [(i + 1, low, high, high - low) for i, (low, high) in enumerate(itertools.pairwise(edges))]
+    for phase, low, high, seconds in spans:
         ended = (trace.end >= low) & (trace.end < high)
         sent = ended & (trace.status != 0)
-        ok = ended & (trace.status == 200)
         refused = ended & ((trace.status == 429) | (trace.status == 503))
         # Latency by the phase a call was sent in (a slow call ending after a change
         # belongs to the server that answered it).
@@ -323,8 +325,8 @@ def _phase_rows(trace: Trace) -> Iterator[dict[str, Any]]:
         yield {
             "contender": trace.contender,
             "seed": trace.seed,
-            "phase": index + 1,
-            "goodput": ok.sum() / (high - low),
+            "phase": phase,
+            "goodput": (ended & (trace.status == 200)).sum() / seconds,
             "refused_share": refused.sum() / max(1, sent.sum()),
             "throttled_share": (ended & (trace.status == 0)).sum() / max(1, ended.sum()),
             "p99_ms": float(np.percentile(latency, 99)) if latency.size else math.nan,
@@ -362,29 +364,10 @@ def phase_table(traces: Sequence[Trace], *, window_s: float = 0.5) -> pd.DataFra
     by_run = {(t.contender, t.seed): t for t in traces}
     frame["converge_s"] = [
         converge_seconds(by_run[(c, s)], int(p), 0.9 * float(best_static[p]), window_s=window_s)
-        if not math.isnan(float(best_static[p]))
-        else math.nan
+        if p != 0 and not math.isnan(float(best_static[p]))
+        else math.nan  # the whole run converges to nothing in particular
         for c, s, p in zip(frame["contender"], frame["seed"], frame["phase"], strict=True)
     ]
-    overall = []
-    for trace in traces:
-        sent = trace.status != 0
-        ok = trace.status == 200
-        refused = (trace.status == 429) | (trace.status == 503)
-        latency = (trace.end[ok] - trace.start[ok]) * 1000
-        overall.append(
-            {
-                "contender": trace.contender,
-                "seed": trace.seed,
-                "phase": 0,
-                "goodput": ok.sum() / trace.edges[-1],
-                "refused_share": refused.sum() / max(1, sent.sum()),
-                "throttled_share": (~sent).sum() / max(1, trace.status.size),
-                "p99_ms": float(np.percentile(latency, 99)) if latency.size else math.nan,
-                "converge_s": math.nan,
-            }
-        )
-    frame = pd.concat([pd.DataFrame(overall), frame], ignore_index=True)
     frame["complexity"] = [CONTENDERS[c.partition(":")[0]][0] for c in frame["contender"]]
     return frame.sort_values(["phase", "contender", "seed"], kind="stable").reset_index(drop=True)
 
