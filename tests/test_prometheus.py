@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -72,17 +73,19 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         collector.thread.start()
         collector.thread.join(timeout=60)
         assert not collector.thread.is_alive() and collector.error is None, collector.error
-        last = collector.live.cycles
-        wait_for(  # the final values scraped
+        finished = time.time()
+        wait_for(  # a scrape that began after the run ended: every counter's final value
             lambda: (
                 [
-                    float(r["value"][1])
-                    for r in prometheus_query(url, f'perflab_collector_cycles_total{{job="{JOB}"}}')
+                    float(r["value"][1]) > finished
+                    for r in prometheus_query(
+                        url, f'timestamp(perflab_collector_cycles_total{{job="{JOB}"}})'
+                    )
                 ]
-                == [last]
+                == [True]
             ),
             15,
-            "the last scrape",
+            "a scrape after the run",
         )
         yield url, collector
     finally:
