@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import random
 import time
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from token_bucket import bucket_answers
 
 from perflab import ApiCalls
-from perflab.aio.apicalls import HttpxTransport, aiohttp_trace, retry_after_seconds
+from perflab.aio import apicalls
+from perflab.aio.apicalls import (
+    BURST_WINDOWS,
+    PEAK_HOLD_S,
+    HttpxTransport,
+    aiohttp_trace,
+    retry_after_seconds,
+)
 from perflab.exporter import Exporter
 
 
@@ -90,6 +101,106 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     now = time.time()
     date = email.utils.formatdate(now + 30, usegmt=True)
     assert retry_after_seconds(date, now=now) == pytest.approx(30, abs=1)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(apicalls, "time", fake)
+    return fake
+
+
+def run_calls(api: ApiCalls, clock: FakeClock, calls: list[tuple[float, float, int]]) -> None:
+    """Calls given as (sent, answered, status) in seconds from now, entered and left in
+    the order those instants come."""
+    start = clock.now
+    events = sorted(
+        [(sent, 0, i) for i, (sent, _, _) in enumerate(calls)]
+        + [(answered, 1, i) for i, (_, answered, _) in enumerate(calls)]
+    )
+    open_calls = {}
+    for at, kind, i in events:
+        clock.now = start + at
+        if kind == 0:
+            open_calls[i] = api.call().__enter__()
+        else:
+            open_calls[i].status = calls[i][2]
+            open_calls[i].__exit__(None, None, None)
+
+
+def test_answered_calls_sent_close_together_are_counted_per_window_and_held(clock: FakeClock) -> None:
+    api = ApiCalls()
+    assert api.answered_in_window() == dict.fromkeys(BURST_WINDOWS, 0)
+    # Answered at 0, 0.01 and 0.2 s; a 429 in between does not count; windows are (t-w, t].
+    run_calls(api, clock, [(0.0, 0.02, 200), (0.01, 0.03, 200), (0.015, 0.016, 429), (0.2, 0.25, 200)])
+    assert api.answered_in_window() == {0.05: 2, 0.1: 2, 0.2: 2, 0.5: 3, 1.0: 3}
+    clock.now += PEAK_HOLD_S - 1
+    assert api.answered_in_window()[1.0] == 3  # still held
+    clock.now += 2
+    assert api.answered_in_window() == dict.fromkeys(BURST_WINDOWS, 0)
+    run_calls(api, clock, [(0.0, 0.01, 200)])
+    assert api.answered_in_window() == dict.fromkeys(BURST_WINDOWS, 1)
+    text = Exporter()
+    text.add_api("quotes", api)
+    assert 'perflab_api_answered_in_window{name="quotes",window="0.05"} 1.0' in text.text()
+
+
+def test_the_answered_peaks_show_a_burst_the_client_once_sent_into_a_full_bucket(clock: FakeClock) -> None:
+    """nginx-like: 200/s with 11 calls at once; the client sends evenly at 250/s from a
+    full bucket. The bound found is within one call of the capacity (windows are open at
+    their start)."""
+    api = ApiCalls()
+    sends = [i / 250 for i in range(500)]
+    answered = bucket_answers(sends, 200, 11)
+    calls = [(at, at + 0.02, 200 if ok else 429) for at, ok in zip(sends, answered, strict=True)]
+    run_calls(api, clock, calls)
+    bound = max(count - 200 * window for window, count in api.answered_in_window().items())
+    assert 10 <= bound <= 11
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.sampled_from([20.0, 200.0, 1000.0]),
+    capacity=st.integers(1, 30),
+    offered=st.floats(0.5, 3.0),
+    pause=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**16),
+)
+def test_the_answered_peaks_never_overstate_a_token_buckets_capacity(
+    rate: float, capacity: int, offered: float, pause: float, seed: int
+) -> None:
+    """Through any token bucket (rate, capacity), the most answered calls in a window w,
+    less rate * w, is at most the capacity: what observe reports as the burst's lower
+    bound. Poisson sends at ``offered`` x the rate, with a pause (the bucket refills)."""
+    fake = FakeClock()
+    original = apicalls.time
+    apicalls.time = fake  # type: ignore[assignment]
+    try:
+        api = ApiCalls()
+        rng = random.Random(seed)
+        at, sends = 0.0, []
+        for i in range(600):
+            at += rng.expovariate(rate * offered) + (pause if i == 300 else 0.0)
+            sends.append(at)
+        answered = bucket_answers(sends, rate, capacity)
+        calls = [
+            (at, at + rng.uniform(0.001, 0.05), 200 if ok else 429)
+            for at, ok in zip(sends, answered, strict=True)
+        ]
+        run_calls(api, fake, calls)
+        peaks = api.answered_in_window()
+    finally:
+        apicalls.time = original  # type: ignore[assignment]
+    assert max(count - rate * window for window, count in peaks.items()) <= capacity + 1e-6
+    assert max(peaks.values()) >= 1
 
 
 def test_the_exporter_publishes_an_api_under_its_name() -> None:

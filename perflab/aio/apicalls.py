@@ -19,11 +19,19 @@ client's own rate limiter is not at the server. So wrap the request itself::
 or hand the recorder to the HTTP client: :func:`aiohttp_trace` (aiohttp's ``TraceConfig``)
 or :class:`HttpxTransport` (an httpx transport: unlike httpx's event hooks it also sees the
 requests that fail without an answer, so none stays counted in flight).
+
+A server's burst (how many calls its rate limit lets through at once beyond its rate)
+cannot be read from counters scraped seconds apart, so each answered call also counts the
+answered calls sent within each of :data:`BURST_WINDOWS` before it, and the most seen is
+held for :data:`PEAK_HOLD_S`: a token bucket of rate R and capacity C answers at most
+``R * w + C`` calls sent within any window ``w``, so ``peak - R * w`` bounds C from below.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import dataclasses
 import email.utils
 import time
@@ -34,7 +42,9 @@ from perflab._validate import check_number, check_str
 from perflab.aio.histogram import Histogram, HistogramSnapshot
 
 __all__ = [
+    "BURST_WINDOWS",
     "CALL_BUCKETS",
+    "PEAK_HOLD_S",
     "IN_FLIGHT_BUCKETS",
     "RETRY_AFTER_BUCKETS",
     "ApiCall",
@@ -52,6 +62,15 @@ CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
 IN_FLIGHT_BUCKETS = (*range(1, 65), 80, 96, 128, 192, 256, 384, 512, 1024)
 #: Upper bounds (seconds) of the Retry-After histogram.
 RETRY_AFTER_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+#: Windows (seconds) over which answered calls sent close together are counted.
+BURST_WINDOWS = (0.05, 0.1, 0.2, 0.5, 1.0)
+#: How long (seconds) the most answered calls in a window stays readable: longer than a
+#: scrape interval (Prometheus' default is 15 s, many use 60 s).
+PEAK_HOLD_S = 60.0
+#: A call answered this long after the largest window is counted against sends already
+#: forgotten: its count can only come out low, and a lower bound stays one.
+_SEND_MEMORY_S = 2.0
 
 _NO_ANSWER = ("error", "timeout", "cancelled")
 
@@ -105,6 +124,46 @@ class ApiStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "by_status": dict(self.by_status), "answered": self.answered}
+
+
+class _AnsweredPeaks:
+    """Per window of :data:`BURST_WINDOWS`: the most answered calls sent within it (the
+    call itself among them), over the calls answered in the last :data:`PEAK_HOLD_S`.
+
+    The sends are kept sorted for the last few seconds; each window's peaks sit in a deque
+    of decreasing counts (a monotone queue), so the oldest unexpired entry is the peak and
+    a scrape thread reads it from a copy without taking a lock."""
+
+    __slots__ = ("_sends", "_peaks")
+
+    def __init__(self) -> None:
+        self._sends: list[float] = []
+        self._peaks: dict[float, collections.deque[tuple[float, int]]] = {
+            window: collections.deque() for window in BURST_WINDOWS
+        }
+
+    def add(self, sent: float, now: float) -> None:
+        sends = self._sends
+        bisect.insort(sends, sent)
+        forget = now - BURST_WINDOWS[-1] - _SEND_MEMORY_S
+        if sends[0] < forget - 1.0:  # pruned about once a second, not per call
+            del sends[: bisect.bisect_left(sends, forget)]
+        upto = bisect.bisect_right(sends, sent)
+        expired = now - PEAK_HOLD_S
+        for window, peaks in self._peaks.items():
+            count = upto - bisect.bisect_right(sends, sent - window)
+            while peaks and (peaks[-1][1] <= count):
+                peaks.pop()
+            while peaks and peaks[0][0] < expired:
+                peaks.popleft()
+            peaks.append((now, count))
+
+    def read(self, now: float) -> dict[float, int]:
+        expired = now - PEAK_HOLD_S
+        return {
+            window: next((count for at, count in tuple(peaks) if at >= expired), 0)
+            for window, peaks in self._peaks.items()
+        }
 
 
 class ApiCall:
@@ -166,6 +225,7 @@ class ApiCalls:
         "_latency",
         "_levels",
         "_retry_after",
+        "_answered_peaks",
     )
 
     def __init__(self, name: str = "api") -> None:
@@ -179,6 +239,7 @@ class ApiCalls:
         self._latency = Histogram(CALL_BUCKETS)
         self._levels: dict[str, Histogram] = {}
         self._retry_after = Histogram(RETRY_AFTER_BUCKETS)
+        self._answered_peaks = _AnsweredPeaks()
 
     def __repr__(self) -> str:
         return f"<ApiCalls {self.name!r} in_flight={self._in_flight} by_status={self._by_status}>"
@@ -218,6 +279,11 @@ class ApiCalls:
     def retry_after_histogram(self) -> HistogramSnapshot:
         return self._retry_after.snapshot()
 
+    def answered_in_window(self) -> dict[float, int]:
+        """Per window of :data:`BURST_WINDOWS` (seconds): the most answered calls sent
+        within it, among the calls answered in the last :data:`PEAK_HOLD_S` (0: none)."""
+        return self._answered_peaks.read(time.perf_counter())
+
     # ----------------------------------------------------------------- internals
 
     def _send(self) -> tuple[float, int]:
@@ -228,7 +294,11 @@ class ApiCalls:
 
     def _finish(self, sent: float, level: int, status: int | str, retry_after: float | None) -> None:
         self._in_flight -= 1
-        self._count(_status_text(status), time.perf_counter() - sent, level, retry_after)
+        now = time.perf_counter()
+        text = _status_text(status)
+        self._count(text, now - sent, level, retry_after)
+        if _answered(text):
+            self._answered_peaks.add(sent, now)
 
     def _count(self, status: str, seconds: float, level: int | None, retry_after: float | None) -> None:
         self._by_status[status] = self._by_status.get(status, 0) + 1
