@@ -49,6 +49,7 @@ _LOCATIONS = {
     "PerformanceProfiler": "perflab.profiling.profiler",
     "LimiterStats": "perflab.aio.ratelimit",
     "TokenBucketLimiter": "perflab.aio.ratelimit",
+    "rate_with_headroom": "perflab.aio.ratelimit",
     "MemoryMappedReader": "perflab.jsonl.readers",
     "read_jsonl": "perflab.jsonl.readers",
     "Decision": "perflab.measure.decision",
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     from perflab.aio.apicalls import ApiCalls, ApiStats
     from perflab.aio.batching import BatchProcessor, BatchStats
     from perflab.aio.limits import AIMD, Gradient2, Limit, Rejected, Throttle, Throttled, Vegas, Windowed
-    from perflab.aio.ratelimit import LimiterStats, TokenBucketLimiter
+    from perflab.aio.ratelimit import LimiterStats, TokenBucketLimiter, rate_with_headroom
     from perflab.aio.taskpool import TaskPool, TaskPoolConfig, TaskPoolStats
     from perflab.jsonl.readers import MemoryMappedReader, read_jsonl
     from perflab.jsonl.writers import BufferedWriter, CompressedWriter, WriterStats
@@ -146,6 +147,7 @@ __all__ = [
     "decide",
     "knee",
     "pareto_front",
+    "rate_with_headroom",
     "read_jsonl",
     "sample_stats",
     "summarize",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from perflab import UntilDecided, decide, summarize
+from perflab import UntilDecided, decide, rate_with_headroom, summarize
 from perflab.measure.analysis import compare_groups
 from perflab.workbench import findings
 from perflab.workbench.io_experiments import reader_ratios
@@ -97,6 +97,49 @@ def test_ratelimit_recommends_the_fastest_rate_that_drew_no_429_and_names_those_
     # The same rate with a smaller burst is as fast: the tie goes to the smaller burst.
     tie = rate_finding({(200.0, 1): 0, (200.0, 5): 0})
     assert tie.recommended == {"rate": 200.0, "burst_size": 1, "spacing": "average"}
+
+
+def test_ratelimit_states_the_headroom_the_send_jitter_costs() -> None:
+    rows = [
+        {
+            "rate": rate,
+            "burst": 1,
+            "achieved_rate": rate,
+            "rate_error_pct": 0.0,
+            "rejected_per_s": 0,
+            "run": r,
+        }
+        for rate in (150.0, 180.0)
+        for r in range(3)
+    ]
+    frame = pd.DataFrame(rows)
+    ceiling = rate_with_headroom(200, 1, 0.001)  # 166.7/s
+    decision = decide(
+        frame,
+        ["rate", "burst"],
+        objective="achieved_rate:max",
+        constraints=["rejected_per_s==0", f"rate<={ceiling}"],
+    )
+    finding = findings.ratelimit(
+        summarize(frame, ["rate", "burst"]),
+        decision,
+        server_rate=200,
+        server_burst=1,
+        rate_ceiling=ceiling,
+        send_jitter_ms=1.0,
+    )
+    assert "up to 1.00 ms late" in finding.conclusion and "need 16.7% headroom" in finding.conclusion
+    assert "no rate above 166.7/s" in finding.conclusion
+    assert finding.recommended["rate"] == 150.0  # 180/s drew no 429 here, but a late send would
+    absorbed = findings.ratelimit(
+        summarize(frame, ["rate", "burst"]),
+        decision,
+        server_rate=200,
+        server_burst=11,
+        rate_ceiling=rate_with_headroom(200, 11, 0.001),
+        send_jitter_ms=1.0,
+    )
+    assert "absorbed by the server's burst of 11: no headroom" in absorbed.conclusion
 
 
 def modes(frame_cost: float, large_cost: float) -> pd.DataFrame:

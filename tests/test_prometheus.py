@@ -177,6 +177,7 @@ def test_observe_reads_a_server_profile_back(
     refused = scraped["name=api,status=503"] / sum(scraped.values())
     assert profile.cap_rejected_share == pytest.approx(refused, rel=0.05)
     assert profile.rate_rejected_share == 0 and profile.server_rate_kind == "lower bound"
+    assert profile.server_burst is None and profile.server_burst_kind == "unknown"  # no rate, no burst
     # The cap fell from 24 to 12 mid-run: refusals came from 13 calls at the server up.
     assert profile.server_cap_kind == "seen" and 12 <= profile.server_cap <= 24
     assert 5 < profile.latency_p50_ms < 45  # the simulated API's p50 is 15 ms (10-20 ms bucket)

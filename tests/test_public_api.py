@@ -46,6 +46,7 @@ EXPECTED = [
     "decide",
     "knee",
     "pareto_front",
+    "rate_with_headroom",
     "read_jsonl",
     "sample_stats",
     "summarize",

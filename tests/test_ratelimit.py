@@ -9,10 +9,11 @@ import warnings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from token_bucket import bucket_answers
 
 from perflab import LimiterStats, TokenBucketLimiter
 from perflab.aio._clock import CLOCK_SLACK
-from perflab.aio.ratelimit import DELIVERY_MARGIN, deliverable_rate
+from perflab.aio.ratelimit import DELIVERY_MARGIN, deliverable_rate, rate_with_headroom
 
 from loops import LateTimerLoop, VirtualClockLoop, run_on
 
@@ -330,3 +331,51 @@ def test_stats_and_repr_are_plain_data() -> None:
     stats = limiter.stats.as_dict()
     assert stats["acquired"] == 1 and stats["rate"] == 4 and stats["achieved_rate"] == 0.0
     assert "rate=4/s burst_size=2" in repr(limiter) and "waiting=0" in repr(limiter)
+
+
+# --------------------------------------------------------------------------- headroom
+
+
+def refusals(arrivals: list[float], rate: float, capacity: float) -> int:
+    return bucket_answers(arrivals, rate, capacity).count(False)
+
+
+def test_rate_with_headroom_by_hand() -> None:
+    assert rate_with_headroom(200) == 200  # no jitter, no headroom
+    assert rate_with_headroom(200, 1, 0.001) == pytest.approx(1 / (0.005 + 0.001))  # 166.7/s
+    assert rate_with_headroom(200, 11, 0.001) == 200  # nginx burst=10 absorbs 1 ms
+    assert rate_with_headroom(200, 2, 0.01) == pytest.approx(200 * 2 / 3)  # 3 sends, 10 ms late
+    for bad in ({"server_rate": 0}, {"server_burst": 0.5}, {"jitter": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            rate_with_headroom(**{"server_rate": 200, **bad})  # type: ignore[arg-type]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    server_rate=st.sampled_from([10.0, 200.0, 3000.0]),
+    capacity=st.integers(1, 12),
+    jitter_intervals=st.floats(0, 3),
+    share=st.floats(0.5, 1.0),
+    delays=st.lists(st.floats(0, 1), min_size=200, max_size=200),
+)
+def test_sends_at_the_headroom_rate_are_never_refused_whatever_their_jitter(
+    server_rate: float, capacity: int, jitter_intervals: float, share: float, delays: list[float]
+) -> None:
+    """Sends 1/rate apart, each reaching the server up to ``jitter`` late in any pattern:
+    at any share of rate_with_headroom the server's bucket refuses none."""
+    jitter = jitter_intervals / server_rate
+    rate = share * rate_with_headroom(server_rate, capacity, jitter)
+    arrivals = [i / rate + d * jitter for i, d in enumerate(delays)]
+    assert refusals(arrivals, server_rate, capacity) == 0
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 3, 5])
+def test_a_little_above_the_headroom_rate_late_sends_are_refused(capacity: int) -> None:
+    """The bound is exact: every 50 sends, the first ``capacity`` are held back so that
+    they and the next one land within ``capacity / rate - jitter``, from a full bucket."""
+    server_rate, jitter = 200.0, capacity / 200.0
+    for share, refused in ((0.99, False), (1.02, True)):
+        rate = share * rate_with_headroom(server_rate, capacity, jitter)
+        delays = [max(0.0, jitter - (i % 50) / rate) if i % 50 <= capacity else 0.0 for i in range(1000)]
+        arrivals = [i / rate + d for i, d in enumerate(delays)]
+        assert (refusals(arrivals, server_rate, capacity) > 0) is refused

@@ -67,6 +67,7 @@ __all__ = [
     "TokenBucketLimiter",
     "deliverability_problem",
     "deliverable_rate",
+    "rate_with_headroom",
 ]
 
 #: Shortest interval between two timer wake-ups that asyncio delivers when each asks for
@@ -97,6 +98,30 @@ def deliverability_problem(rate: float, burst_size: float) -> str | None:
         f"get through and rates above ~{DELIVERY_MARGIN * ceiling:,.0f}/s fall short; raise "
         f"burst_size to at least {needed} for {rate:g}/s"
     )
+
+
+def rate_with_headroom(server_rate: float, server_burst: float = 1.0, jitter: float = 0.0) -> float:
+    """The highest rate a client can send at, its sends ``1 / rate`` apart, and never be
+    refused by a server's token bucket (``server_rate`` per second, ``server_burst``
+    calls at once: nginx's ``burst=N`` is N + 1) when each send may reach the server up
+    to ``jitter`` seconds late, in any pattern.
+
+    Late sends bunch: ``server_burst + 1`` sends scheduled ``server_burst / rate`` apart can
+    arrive ``jitter`` closer, and the bucket must refill one call in between, so
+    ``rate <= server_burst / (1 / server_rate + jitter)``; never above ``server_rate``.
+    The bound is exact (a delay pattern within ``jitter`` is refused just above it). With
+    no burst it is ``1 / (1 / server_rate + jitter)``: 1 ms of jitter costs a 200/s server
+    17% of its rate; nginx's ``burst=10`` absorbs up to 50 ms.
+
+    ``jitter`` is what perflab measures as the client's event-loop lag (p99): how late a
+    callback that is due runs, and so how late a send leaves after its grant (a garbage
+    collection or the OS taking the CPU between the grant and the send counts too). What
+    happens after it leaves (the network, the server's own clock) adds to it unseen.
+    """
+    check_number("server_rate", server_rate, positive=True)
+    check_number("server_burst", server_burst, minimum=1)
+    check_number("jitter", jitter, minimum=0)
+    return server_rate * min(1.0, server_burst / (1.0 + server_rate * jitter))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ __all__ = [
     "baseline_experiment",
     "batch_experiment",
     "gather_baseline",
+    "loop_lag_while",
     "pacing_for",
     "pool_experiment",
     "rate_experiment",
@@ -354,6 +355,29 @@ async def spacing_sweep(
     return await asweep(
         experiment, grid, repeat=repeat, warmup=1, progress=False, name="spacing", seed_param="seed"
     )
+
+
+async def loop_lag_while(
+    rate: float, burst: float, *, repeat: int = 3, interval: float = 0.002, **options: Any
+) -> tuple[float, int]:
+    """The event loop's lag p99 (seconds), and over how many samples, while
+    :func:`run_rate` (its ``options``) drove the limiter at ``rate`` ``repeat`` times after
+    a warm-up run: how late a callback due every ``interval`` ran, so how late a send can
+    leave after its grant on this machine, the send jitter
+    :func:`perflab.aio.ratelimit.rate_with_headroom` takes. ``Exporter.watch_loop``
+    exports the same measure from production."""
+    from perflab.exporter import LoopLagMonitor
+
+    check_int("repeat", repeat, minimum=1)
+    await run_rate(rate, burst, seed=0, **options)  # warm-up
+    monitor = LoopLagMonitor(asyncio.get_running_loop(), interval)
+    try:
+        for seed in range(1, repeat + 1):
+            await run_rate(rate, burst, seed=seed, **options)
+    finally:
+        monitor.stop()
+    lags = monitor.histogram.snapshot()
+    return lags.quantile(0.99), lags.count
 
 
 async def rate_experiment(rate: float, burst: float, **options: Any) -> dict[str, float | None]:

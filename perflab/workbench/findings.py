@@ -161,10 +161,13 @@ def ratelimit(
     server_burst: float,
     spacing: str = "average",
     no_burst: pd.DataFrame | None = None,
+    rate_ceiling: float | None = None,
+    send_jitter_ms: float | None = None,
 ) -> Finding:
     """How far the achieved rate strays from its target; the decision (the lowest rate and
-    burst within the zone of the best achieved rate that draw no 429 in any run); what
-    rates past the server's limit and bursts past its burst drew."""
+    burst within the zone of the best achieved rate that draw no 429 in any run, under
+    ``rate_ceiling``); the headroom ``send_jitter_ms`` cost; what rates past the server's
+    limit and bursts past its burst drew."""
     error = summary[summary["metric"] == "rate_error_pct"]
     worst = error.iloc[int(error["median"].abs().to_numpy().argmax())]
     rejected = summary[summary["metric"] == "rejected_per_s"]
@@ -172,6 +175,14 @@ def ratelimit(
         f"Across the grid the achieved rate stays within {abs(worst['median']):.2f}% of its target "
         f"(worst: rate {worst['rate']:g}, burst {int(worst['burst'])}). {decision.text(_setting)} "
     )
+    if rate_ceiling is not None and send_jitter_ms is not None:
+        headroom = 1 - rate_ceiling / server_rate
+        text += f"Sends that leave up to {send_jitter_ms:.2f} ms late (the event loop's lag p99) " + (
+            f"need {headroom:.1%} headroom under the server's {server_rate:g}/s with a burst of "
+            f"{server_burst:g}: no rate above {rate_ceiling:,.1f}/s is recommended. "
+            if headroom > 0
+            else f"are absorbed by the server's burst of {server_burst:g}: no headroom is needed. "
+        )
     above = rejected[rejected["rate"] > server_rate]
     if not above.empty:
         spared = above[above["max"] == 0]

@@ -82,13 +82,22 @@ class ServerProfile:
     - the rate limit (``rate_statuses``, 429 by default): ``server_rate`` is the rate of
       calls it let through while it refused some (the median over the sub-windows of a few
       seconds in which it did; ``server_rate_kind`` "seen"); with no
-      refusal it is the highest send rate seen, a "lower bound". Its burst cannot be read
-      from counters scraped seconds apart: ``server_burst`` is None (unknown).
+      refusal it is the highest send rate seen, a "lower bound". Its burst (a token
+      bucket's capacity: calls let through at once) is bounded from below by the most
+      answered calls sent within a short window, less what the rate allows in it
+      (``ApiCalls.answered_in_window``): ``server_burst_kind`` "lower bound" once the rate
+      was seen, else None and "unknown". It reaches the true burst only if the client once
+      sent a burst after a pause long enough to fill the bucket.
     - the concurrency cap (``cap_statuses``, 503 by default): ``server_cap`` is one below
       the fewest calls at the server (counted by the client from send to answer) at which
       one was refused ("seen"); with no refusal, the most calls answered at once, a
       "lower bound". Calls waiting on the client's own limiter or pool are not at the
       server, so they never inflate it.
+
+    ``send_jitter_ms`` is the p99 of the job's event-loop lag (``Exporter.watch_loop``):
+    how late a send can leave after its limiter's grant, what
+    :func:`perflab.aio.ratelimit.rate_with_headroom` sizes a rate's headroom from (NaN
+    when no loop is watched).
 
     ``range_s`` is the window actually read (clamped to the series' age) and ``end`` its
     end (the last scrape, Unix seconds)."""
@@ -119,6 +128,8 @@ class ServerProfile:
     cap_statuses: tuple[int, ...] = (503,)
     cycle_p50_s: float = math.nan
     cycle_p99_s: float = math.nan
+    server_burst_kind: LimitKind = "unknown"
+    send_jitter_ms: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,10 +141,17 @@ class ServerProfile:
         )
         cap = f"{self.server_cap}" + (" or more (never refused)" if self.server_cap_kind != "seen" else "")
         burst = "unknown" if self.server_burst is None else f"{self.server_burst:g}"
+        if self.server_burst is not None and self.server_burst_kind == "lower bound":
+            burst += " or more"
         return (
             f"rate limit {rate}, burst {burst}; "
             f"concurrency cap {cap}; answered latency p50 {self.latency_p50_ms:.1f} ms, "
             f"p99 {self.latency_p99_ms:.1f} ms"
+            + (
+                f"; send jitter (event-loop lag p99) {self.send_jitter_ms:.2f} ms"
+                if math.isfinite(self.send_jitter_ms)
+                else ""
+            )
         )
 
     def save(self, path: str | os.PathLike[str], *, replace: bool = False) -> Path:
@@ -197,6 +215,21 @@ def _levels(url: str, selector: str, window: str, at: float) -> list[tuple[float
     x = f"perflab_api_in_flight_at_send_bucket{{{selector}}}"
     result = prometheus_query(url, f"sum by (le) (({x} - {x} offset {window}) or {x})", at=at)
     return sorted((float(r["metric"]["le"]), float(r["value"][1])) for r in result)
+
+
+def _burst_lower_bound(
+    url: str, selector: str, window: str, at: float, rate: float
+) -> tuple[float | None, LimitKind]:
+    """The most answered calls sent within ``w`` seconds, less ``rate * w``, at the best
+    of the windows ``w`` the client counts in: a token bucket of that rate lets no more
+    through. At least 1 (every bucket lets one call through); None when not exported."""
+    peaks = prometheus_query(
+        url, f"max by (window) (max_over_time(perflab_api_answered_in_window{{{selector}}}[{window}]))", at=at
+    )
+    if not peaks:
+        return None, "unknown"
+    bound = max(float(r["value"][1]) - rate * float(r["metric"]["window"]) for r in peaks)
+    return float(max(1, math.floor(bound + 1e-9))), "lower bound"
 
 
 def observe(
@@ -299,10 +332,14 @@ def observe(
         most = levels[-1][1] if levels else 0.0
         reached = [le for le, n in levels if n >= most - 0.5 and math.isfinite(le)]
         server_cap, cap_kind = (int(reached[0]), "lower bound") if most > 0 and reached else (1, "unknown")
+    server_burst, burst_kind = (
+        _burst_lower_bound(url, sel, window, last, server_rate) if rate_kind == "seen" else (None, "unknown")
+    )
     in_flight = f"perflab_api_in_flight{{{sel}}}"
     retry = f"perflab_api_retry_after_seconds_bucket{{{sel}}}"
     latency_model = f"lognormal:{p50:.3g}:{p99:.3g}" if p99 > p50 > 0 else f"constant:{max(p50, 0.001):.3g}"
     cycles = f'perflab_collector_cycle_seconds_bucket{{job="{job}"}}'
+    lag = f'perflab_event_loop_lag_seconds_bucket{{job="{job}"}}'
     return ServerProfile(
         job=job,
         api=api,
@@ -320,7 +357,8 @@ def observe(
         cap_rejected_share=cap_refused / total,
         server_rate=server_rate,
         server_rate_kind=rate_kind,
-        server_burst=None,
+        server_burst=server_burst,
+        server_burst_kind=burst_kind,
         server_cap=server_cap,
         server_cap_kind=cap_kind,
         at_server_mean=scalar(f"avg_over_time({in_flight}[{window}])"),
@@ -330,6 +368,7 @@ def observe(
         cap_statuses=cap_codes,
         cycle_p50_s=scalar(f"histogram_quantile(0.5, sum by (le) (rate({cycles}[{window}])))"),
         cycle_p99_s=scalar(f"histogram_quantile(0.99, sum by (le) (rate({cycles}[{window}])))"),
+        send_jitter_ms=scalar(f"histogram_quantile(0.99, sum by (le) (rate({lag}[{window}])))") * 1e3,
     )
 
 
@@ -339,8 +378,10 @@ _PROFILE_PARAMETERS = {
     "latency": lambda p: p.latency,
     "server_cap": lambda p: p.server_cap,
     "server_rate": lambda p: round(p.server_rate, 1),
-    # A burst the counters cannot show is modelled as none at all: the cautious reading.
+    # An unknown burst is modelled as none at all, a lower bound as itself: the cautious readings.
     "server_burst": lambda p: 1.0 if p.server_burst is None else float(p.server_burst),
+    # Not watched: None, and the notebook measures its own loop's.
+    "send_jitter_ms": lambda p: round(p.send_jitter_ms, 3) if math.isfinite(p.send_jitter_ms) else None,
 }
 
 
