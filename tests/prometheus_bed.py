@@ -4,18 +4,18 @@ in time and stopped by its pid."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 from nginx_bed import free_port
+
+from perflab.workbench.observe import prometheus_query
 
 
 def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -24,16 +24,15 @@ def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyp
         try:
             if check():
                 return
-        except OSError:
+        except (OSError, ValueError):  # not up yet, or still starting (a 503)
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def query(url: str, expr: str) -> list[dict]:  # type: ignore[type-arg]
-    target = f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    with urllib.request.urlopen(target, timeout=10) as response:
-        return list(json.loads(response.read())["data"]["result"])
+    """An instant query's result, through the client ``perflab observe`` uses."""
+    return prometheus_query(url, expr)
 
 
 class PrometheusBed:

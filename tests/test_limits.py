@@ -166,6 +166,8 @@ def test_throttle_follows_the_sre_formula() -> None:
         (lambda: AIMD(backoff=1.0), "backoff"),
         (lambda: AIMD(min_limit=3, max_limit=2, initial=3), "min_limit"),
         (lambda: Gradient2(smoothing=0), "smoothing"),
+        (lambda: Gradient2(smoothing=1.5), "smoothing must be <= 1"),
+        (lambda: Vegas(smoothing=2), "smoothing must be <= 1"),
         (lambda: Gradient2(drop_backoff=1.5), "drop_backoff"),
         (lambda: Vegas(probe_multiplier=0), "probe_multiplier"),
         (lambda: Windowed(AIMD(), min_window=2.0, max_window=1.0), "max_window"),

@@ -213,10 +213,7 @@ class Gradient2:
         drop_backoff: float | None = None,
     ) -> None:
         _bounds(initial, min_limit, max_limit)
-        smoothing = check_number("smoothing", smoothing, positive=True)
-        if smoothing > 1.0:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
-        self.smoothing = smoothing
+        self.smoothing = check_number("smoothing", smoothing, positive=True, maximum=1.0)
         self.queue_size = check_int("queue_size", queue_size, minimum=0)
         check_int("long_window", long_window, minimum=1)
         self.tolerance = check_number("tolerance", tolerance, minimum=1.0)
@@ -297,10 +294,7 @@ class Vegas:
         seed: int | None = None,
     ) -> None:
         _bounds(initial, 1, max_limit)
-        smoothing = check_number("smoothing", smoothing, positive=True)
-        if smoothing > 1.0:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
-        self.smoothing = smoothing
+        self.smoothing = check_number("smoothing", smoothing, positive=True, maximum=1.0)
         self.probe_multiplier = check_int("probe_multiplier", probe_multiplier, minimum=1)
         self.max_limit = max_limit
         self._estimate = float(initial)
