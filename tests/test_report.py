@@ -12,7 +12,7 @@ import pytest
 
 from perflab import Results
 from perflab.workbench.cli import main
-from perflab.workbench.report import PROFILES, ReportRun, run_report
+from perflab.workbench.report import PROFILES, ReportRun, declared_parameters, run_report
 from perflab.workbench.runs import load_run
 
 from synthetic import pool_results
@@ -138,6 +138,20 @@ def test_bad_report_arguments_fail_before_anything_runs(tmp_path: Path, capsys, 
     assert main(["report", "--out", str(out), "--notebooks", str(FIXTURES), *args]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_parameters_are_read_with_pythons_parser(tmp_path: Path, capsys) -> None:
+    """A default that spans lines or holds an "=" (papermill's line reader loses both) is
+    declared with its source, so -p can set it and a value of the wrong kind is refused."""
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    declared = declared_parameters(notebooks / "adaptive.ipynb")
+    assert declared["rate_phase"]["default"].startswith('"seconds=3 cap=64')
+    assert declared["phases"]["default"].startswith("[") and "cap=12" in declared["phases"]["default"]
+    args = ["report", "--notebooks", str(notebooks), "--only", "adaptive", "--out", str(tmp_path / "x")]
+    assert main([*args, "-p", "phases", "3"]) == 2
+    assert "parameter phases of adaptive must be a list" in capsys.readouterr().err
+    assert main([*args, "-p", "rate_phase", "1"]) == 2
+    assert "parameter rate_phase of adaptive must be a str" in capsys.readouterr().err
 
 
 def test_the_full_profile_is_defined_in_one_place() -> None:

@@ -12,14 +12,16 @@ the exit status is non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import html
+import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ __all__ = [
     "PROFILES",
     "NotebookRun",
     "ReportRun",
+    "declared_parameters",
     "find_notebooks",
     "run_report",
     "write_index",
@@ -113,10 +116,36 @@ def find_notebooks(directory: str | os.PathLike[str]) -> dict[str, Path]:
     return {path.stem: path for path in sorted(folder.glob("*.ipynb"))}
 
 
-def _declared_parameters(path: Path) -> dict[str, Any]:
-    import papermill
+def declared_parameters(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
+    """The names a notebook's ``parameters`` cell assigns, each with its default's source
+    text. Read with Python's own parser: papermill's line reader loses a default that
+    spans lines or holds an ``=`` (a string like ``"seconds=5 cap=24"``) and warns."""
+    import ast
 
-    return papermill.inspect_notebook(str(path))
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return {}
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as error:
+        raise ValueError(f"{path}: the parameters cell is not valid Python: {error}") from None
+    declared = {}
+    for node in tree.body:
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
+        value = getattr(node, "value", None)
+        for target in targets:
+            if isinstance(target, ast.Name) and value is not None:
+                declared[target.id] = {"default": ast.get_source_segment(cell.source, value) or ""}
+    return declared
 
 
 def _plan(
@@ -124,7 +153,7 @@ def _plan(
 ) -> dict[str, dict[str, Any]]:
     """Each notebook's injected parameters (its ``output_dir`` is added at run time);
     refuse names no selected notebook declares."""
-    declared = {name: _declared_parameters(path) for name, path in notebooks.items()}
+    declared = {name: declared_parameters(path) for name, path in notebooks.items()}
     unknown = sorted(set(overrides) - {p for params in declared.values() for p in params})
     if unknown:
         raise ValueError(f"no selected notebook has the parameter(s) {unknown}")
@@ -358,6 +387,29 @@ def _inline_markdown(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
 
 
+class _PapermillParameterNoise(logging.Filter):
+    """Drops papermill's warnings about parameters cells its line reader cannot parse
+    (a default that spans lines or holds an ``=``): perflab checked the parameters with
+    Python's own parser (:func:`declared_parameters`), so those warnings are only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
+
+
+@contextlib.contextmanager
+def _without_papermill_parameter_noise() -> Iterator[None]:
+    noise = _PapermillParameterNoise()
+    loggers = [logging.getLogger(name) for name in ("papermill", "papermill.translators")]
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
+
+
 def _run_notebook(name: str, path: Path, directory: Path, injected: dict[str, Any]) -> NotebookRun:
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -371,15 +423,16 @@ def _run_notebook(name: str, path: Path, directory: Path, injected: dict[str, An
     started = time.perf_counter()
     failure = None
     try:
-        papermill.execute_notebook(
-            str(path),
-            str(executed),
-            parameters=params,
-            cwd=str(path.parent),
-            progress_bar=False,
-            log_output=False,
-            kernel_manager_class=_kernel_manager_class(),
-        )
+        with _without_papermill_parameter_noise():
+            papermill.execute_notebook(
+                str(path),
+                str(executed),
+                parameters=params,
+                cwd=str(path.parent),
+                progress_bar=False,
+                log_output=False,
+                kernel_manager_class=_kernel_manager_class(),
+            )
     except PapermillExecutionError as error:
         failure = f"cell {error.exec_count} raised {error.ename}: {error.evalue}"
     except Exception as error:  # kernel died, notebook unreadable, ...: still report it
