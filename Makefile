@@ -42,8 +42,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile -m "not exclusive"
 	$(BIN)/pytest -m exclusive
 
+# Two notebooks at a time, each in its own kernel with its cells in order (nbval's
+# --dist loadscope); their figures are not checked here, only that every cell runs.
 nbval: $(STAMP)
-	$(BIN)/pytest --nbval-lax notebooks/
+	$(BIN)/pytest -n 2 --dist loadscope --nbval-lax notebooks/
 
 ## bench: perflab against its baselines and peers, side by side (median [min-max])
 bench: $(STAMP)
