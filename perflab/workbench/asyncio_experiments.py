@@ -36,6 +36,7 @@ __all__ = [
     "loop_lag_while",
     "pacing_for",
     "pool_experiment",
+    "rate_ceiling",
     "rate_experiment",
     "run_batches",
     "run_pool",
@@ -378,6 +379,30 @@ async def loop_lag_while(
         monitor.stop()
     lags = monitor.histogram.snapshot()
     return lags.quantile(0.99), lags.count
+
+
+async def rate_ceiling(
+    server_rate: float,
+    server_burst: float,
+    send_jitter_ms: float | None,
+    *,
+    probe_rate: float,
+    probe_burst: float = 1,
+    **options: Any,
+) -> tuple[float, float, str]:
+    """The highest rate the server never refuses (:func:`rate_with_headroom`), the send
+    jitter (ms) it allows for, and where that came from: ``send_jitter_ms`` when given
+    (observed in production, or set), else this loop's lag measured while the limiter
+    sends at ``probe_rate`` to that server (:func:`loop_lag_while` with ``options``)."""
+    from perflab.aio.ratelimit import rate_with_headroom
+
+    source = "given"
+    if send_jitter_ms is None:
+        lag_s, samples = await loop_lag_while(
+            probe_rate, probe_burst, server_rate=server_rate, server_burst=server_burst, **options
+        )
+        send_jitter_ms, source = lag_s * 1e3, f"this loop's lag p99 over {samples} samples"
+    return rate_with_headroom(server_rate, server_burst, send_jitter_ms / 1e3), send_jitter_ms, source
 
 
 async def rate_experiment(rate: float, burst: float, **options: Any) -> dict[str, float | None]:

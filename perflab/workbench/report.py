@@ -134,16 +134,14 @@ def declared_parameters(path: str | os.PathLike[str]) -> dict[str, dict[str, str
         raise ValueError(f"{path}: the parameters cell is not valid Python: {error}") from None
     declared = {}
     for node in tree.body:
-        targets = (
-            node.targets
-            if isinstance(node, ast.Assign)
-            else [node.target]
-            if isinstance(node, ast.AnnAssign)
-            else []
-        )
-        value = getattr(node, "value", None)
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
         for target in targets:
-            if isinstance(target, ast.Name) and value is not None:
+            if isinstance(target, ast.Name):
                 declared[target.id] = {"default": ast.get_source_segment(cell.source, value) or ""}
     return declared
 
