@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mmap
 import time
 import tracemalloc
 from pathlib import Path
@@ -32,10 +33,22 @@ def filesystem(path: Path) -> str:
     return max(mounts, key=lambda p: len(p.mountpoint)).fstype if mounts else "unknown"
 
 
+def touch_fresh_memory(megabytes: int) -> None:
+    """Make ``megabytes`` of new pages resident, then give them back to the kernel.
+
+    A private anonymous mapping, not ``bytearray``: malloc may serve a large block from
+    freed heap memory that is still resident (a test worker's earlier tests leave some),
+    and then RSS does not move at all.
+    """
+    size = megabytes << 20
+    with mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as block:
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
+
+
 def test_a_transient_300_mb_allocation_shows_in_peak_rss() -> None:
     with PerformanceProfiler("alloc") as prof:
-        block = bytearray(300 << 20)  # zero-filled: every page is touched
-        del block
+        touch_fresh_memory(300)
     result = prof.result
     assert result.rss_peak_mb - result.rss_start_mb >= 250
     assert result.rss_end_mb - result.rss_start_mb < 100
@@ -44,8 +57,7 @@ def test_a_transient_300_mb_allocation_shows_in_peak_rss() -> None:
 
 def test_nested_profilers_keep_the_outer_peak() -> None:
     with PerformanceProfiler("outer") as outer:
-        block = bytearray(200 << 20)
-        del block
+        touch_fresh_memory(200)
         with PerformanceProfiler("inner"):  # resets the kernel's high-water mark
             pass
     assert outer.result.rss_peak_mb - outer.result.rss_start_mb >= 150
