@@ -34,20 +34,22 @@ BASELINES = pd.DataFrame(
 )
 
 
-def taskpool_finding(throughput: dict[int, float], rejected: dict[int, float]) -> findings.Finding:
+def taskpool_finding(
+    throughput: dict[int, float], rejected: dict[int, float], **limits: float | None
+) -> findings.Finding:
     frame = pool_frame(throughput, rejected)
     summary = summarize(frame, ["max_concurrent", "latency"])
     rule = UntilDecided("throughput:max", ["rejected_per_s==0", "max_concurrent<=8"], by=["latency"])
     decisions = rule.decisions(frame, ["max_concurrent", "latency"])
-    return findings.taskpool(summary, BASELINES, decisions, server_cap=8)
+    return findings.taskpool(summary, BASELINES, decisions, server_cap=8, **limits)  # type: ignore[arg-type]
 
 
 def test_taskpool_recommends_the_smallest_pool_near_the_best_that_draws_no_429() -> None:
     flat = taskpool_finding({4: 200.0, 8: 400.0, 16: 401.0, 32: 402.0}, {4: 0, 8: 0, 16: 30, 32: 90})
     assert flat.recommended == {"max_concurrent": 8}
     assert (
-        "From 16 concurrent calls the server (cap 8) refuses calls (30/s at 16, 90/s at 32)"
-        in flat.conclusion
+        "The server (cap 8) refused calls (429, 503) in a repeat at pool sizes "
+        "16 (median 30.0/s, max 30.0/s), 32 (median 90.0/s, max 90.0/s)." in flat.conclusion
     )
     assert "max_concurrent=16: rejected_per_s 30 in a repeat (needs rejected_per_s == 0)" in flat.conclusion
     assert "The nearest cheaper setting, max_concurrent=4, is 50% lower on throughput" in flat.conclusion
@@ -60,10 +62,37 @@ def test_taskpool_never_recommends_a_pool_that_drew_a_429() -> None:
     assert rising.recommended == {"max_concurrent": 4}
     assert "max_concurrent=8: rejected_per_s 5 in a repeat" in rising.conclusion
     quiet = taskpool_finding({4: 200.0, 8: 400.0}, {4: 0, 8: 0})
-    assert "No setting drew a refusal (429, 503) from the server (cap 8)" in quiet.conclusion
+    assert "No setting drew a refusal (429, 503) from the server (cap 8) in any repeat" in quiet.conclusion
     broken = taskpool_finding({4: 200.0, 8: 400.0}, {4: 1, 8: 3})
     assert broken.recommended == {}
     assert broken.conclusion.startswith("With latency `constant:20`: No recommendation: no setting meets")
+
+
+def test_taskpool_names_a_refusal_drawn_in_one_repeat_only() -> None:
+    frame = pool_frame({4: 200.0, 8: 400.0}, {4: 0.0, 8: 0.0})
+    frame.loc[(frame["max_concurrent"] == 8) & (frame["repeat"] == 0), "rejected_per_s"] = 6.5
+    summary = summarize(frame, ["max_concurrent", "latency"])
+    rule = UntilDecided("throughput:max", ["rejected_per_s==0"], by=["latency"])
+    decisions = rule.decisions(frame, ["max_concurrent", "latency"])
+    finding = findings.taskpool(summary, BASELINES, decisions, server_cap=8)
+    assert finding.recommended == {"max_concurrent": 4}
+    assert (
+        "refused calls (429, 503) in a repeat at pool sizes 8 (median 0.0/s, max 6.5/s)."
+        in finding.conclusion
+    )
+
+
+def test_taskpool_says_the_rate_its_pools_were_paced_at() -> None:
+    sizes = ({4: 150.0, 8: 150.0}, {4: 0, 8: 0})
+    ceiling = rate_with_headroom(200.0, 1, 0.002)
+    paced = taskpool_finding(*sizes, server_rate=200.0, client_rate=ceiling, send_jitter_ms=2.0)
+    assert (
+        "Every pool sent through a limiter at 142.9/s, 28.6% under the server's 200/s: the headroom "
+        "2.00 ms of send jitter needs with a burst of 1." in paced.conclusion
+    )
+    exact = taskpool_finding(*sizes, server_rate=200.0, server_burst=10)
+    assert "limiter at 200.0/s (the server's rate limit 200/s, burst 10)" in exact.conclusion
+    assert "limiter" not in taskpool_finding(*sizes).conclusion
 
 
 def rate_finding(rejected: dict[tuple[float, int], float]) -> findings.Finding:

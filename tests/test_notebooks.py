@@ -3,6 +3,7 @@ wrong parameter types are caught in the first cells, naming the parameter."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -263,9 +264,15 @@ def test_a_server_profile_from_production_sets_the_sweep(tmp_path: Path) -> None
     assert {row["latency"] for row in results.rows} == {"lognormal:12:60"}
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert "(cap 3)" in summary["conclusion"]
-    # Both limits are modelled: the pool sends through a limiter at the server's 40/s (one
-    # call at a time alone would make ~60/s of these 12-60 ms calls).
+    # Both limits are modelled: the pool sends through a limiter under the server's 40/s
+    # (one call at a time alone would make ~60/s of these 12-60 ms calls), by the headroom
+    # this loop's send jitter needs with no burst.
     assert max(row["throughput"] for row in results.rows) <= 40 * 1.1
+    paced = re.search(
+        r"Every pool sent through a limiter at ([\d.]+)/s, ([\d.]+)% under", summary["conclusion"]
+    )
+    assert paced is not None, summary["conclusion"]
+    assert 0 < float(paced[1]) < 40 and float(paced[2]) > 0
 
 
 @pytest.mark.slow

@@ -90,6 +90,22 @@ def test_past_the_cap_more_workers_only_add_429s() -> None:
     assert metrics["rejected_per_s"] > 1000 and metrics["rejected_share"] > 0.5
 
 
+def test_against_a_rate_limit_the_pool_paces_at_the_client_rate() -> None:
+    limits = {"duration_s": 2.0, "server_cap": 32, "server_rate": 200.0, "server_burst": 10.0}
+    at_server_rate = run_on(VirtualClockLoop, pool_experiment(16, "constant:20", **limits))
+    assert at_server_rate["throughput"] == pytest.approx(200, rel=0.02)
+    assert at_server_rate["rejected_per_s"] == 0
+    paced = run_on(VirtualClockLoop, pool_experiment(16, "constant:20", client_rate=150.0, **limits))
+    assert paced["throughput"] == pytest.approx(150, rel=0.02) and paced["rejected_per_s"] == 0
+
+
+def test_a_client_rate_needs_a_server_rate_and_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="client_rate paces calls to a rate limit: give server_rate"):
+        run_on(VirtualClockLoop, pool_experiment(4, "constant:20", client_rate=50.0))
+    with pytest.raises(ValueError, match="client_rate must be > 0"):
+        run_on(VirtualClockLoop, pool_experiment(4, "constant:20", server_rate=50.0, client_rate=0.0))
+
+
 def test_baselines() -> None:
     sequential = run_on(VirtualClockLoop, sequential_baseline("constant:20", duration_s=1.0))
     assert sequential["throughput"] == pytest.approx(50, rel=0.03)

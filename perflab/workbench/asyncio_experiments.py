@@ -109,12 +109,14 @@ def spacing_for(server_burst: float | None) -> str:
     return "strict" if server_burst is None or server_burst <= 1 else "average"
 
 
-def pacing_for(server_rate: float | None, server_burst: float | None) -> TokenBucketLimiter | None:
-    """A limiter at the server's rate (None without a rate limit), spaced for its burst."""
-    if not server_rate:
+def pacing_for(rate: float | None, server_burst: float | None) -> TokenBucketLimiter | None:
+    """A limiter at ``rate`` (None: no limiter), one call per ``1/rate`` (burst 1, what
+    :func:`perflab.aio.ratelimit.rate_with_headroom` assumes), spaced for the server's
+    burst. A client burst as large as the server's could spend the server's whole bucket
+    at once and leave nothing for a send that leaves on time after late ones."""
+    if not rate:
         return None
-    burst = 1.0 if server_burst is None else max(1.0, min(float(server_burst), server_rate))
-    return TokenBucketLimiter(server_rate, burst, spacing=spacing_for(server_burst))  # type: ignore[arg-type]
+    return TokenBucketLimiter(rate, 1, spacing=spacing_for(server_burst))  # type: ignore[arg-type]
 
 
 class _CallLog:
@@ -162,15 +164,21 @@ async def run_pool(
     server_cap: int | None = None,
     server_rate: float | None = None,
     server_burst: float | None = None,
+    client_rate: float | None = None,
     error_rate: float = 0.0,
     seed: int = 0,
 ) -> PoolRun:
     """Call a :class:`SimulatedAPI` (its cap ``server_cap``, its rate limit ``server_rate``
     with ``server_burst``; None: none) through a TaskPool of ``max_concurrent`` for
     ``duration_s``. Against a rate limit the pool sends through a TokenBucketLimiter at
-    the server's rate, as a collector does (:func:`pacing_for` the server's burst): the
-    pool size is then a question of concurrency, the rate the limiter's."""
+    ``client_rate`` (default the server's rate; :func:`rate_ceiling` gives the highest
+    rate the server never refuses), as a collector does (:func:`pacing_for`): the pool
+    size is then a question of concurrency, the rate the limiter's."""
     check_number("duration_s", duration_s, positive=True)
+    if client_rate is not None:
+        check_number("client_rate", client_rate, positive=True)
+        if not server_rate:
+            raise ValueError("client_rate paces calls to a rate limit: give server_rate too")
     api = SimulatedAPI(
         latency=latency,
         max_concurrency=server_cap,
@@ -179,7 +187,7 @@ async def run_pool(
         error_rate=error_rate,
         seed=seed,
     )
-    log = _CallLog(api, pacing_for(server_rate, server_burst))
+    log = _CallLog(api, pacing_for(client_rate or server_rate, server_burst))
     pool = TaskPool(max_concurrent=max_concurrent, timeout_seconds=30)
     await pool.map(log.call, _until(log.loop, log.started + duration_s))
     return log.run(_window(log.started, duration_s))

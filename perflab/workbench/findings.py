@@ -104,10 +104,16 @@ def taskpool(
     decisions: Mapping[str, Decision],
     *,
     server_cap: int,
+    server_rate: float | None = None,
+    server_burst: float = 1,
+    client_rate: float | None = None,
+    send_jitter_ms: float | None = None,
 ) -> Finding:
     """The decision for the last (hardest) latency: the smallest pool within the zone of the
     best throughput that draws no refusal and stays within the server's cap, against one call
-    at a time (``baselines``: the tidy baseline sweep); what larger pools drew."""
+    at a time (``baselines``: the tidy baseline sweep); what larger pools drew; against a
+    rate limit, the rate the pool was paced at (``client_rate``, sized for
+    ``send_jitter_ms``)."""
     key = list(decisions)[-1]
     decision = decisions[key]
     worst = str(decision.scenario.get("latency", key))
@@ -118,17 +124,28 @@ def taskpool(
         ].median()
     )
     text = f"With latency `{worst}`: {decision.text(_setting)} "
-    rejected = at[(at["metric"] == "rejected_per_s") & (at["median"] > 0)]
+    if server_rate:
+        paced = server_rate if client_rate is None else client_rate
+        text += f"Every pool sent through a limiter at {paced:,.1f}/s"
+        if send_jitter_ms is not None and paced < server_rate:
+            text += (
+                f", {1 - paced / server_rate:.1%} under the server's {server_rate:g}/s: the headroom "
+                f"{send_jitter_ms:.2f} ms of send jitter needs with a burst of {server_burst:g}. "
+            )
+        else:
+            text += f" (the server's rate limit {server_rate:g}/s, burst {server_burst:g}). "
+    # Any refusal in any repeat counts, as the decision counts it: a median hides a sporadic one.
+    rejected = at[(at["metric"] == "rejected_per_s") & (at["max"] > 0)].sort_values("max_concurrent")
     if rejected.empty:
-        text += f"No setting drew a refusal (429, 503) from the server (cap {server_cap}). "
+        text += f"No setting drew a refusal (429, 503) from the server (cap {server_cap}) in any repeat. "
     else:
-        first = int(rejected["max_concurrent"].min())
-        top = int(at["max_concurrent"].max())
-        text += (
-            f"From {first} concurrent calls the server (cap {server_cap}) refuses calls "
-            f"({_median(at, 'rejected_per_s', max_concurrent=first):,.0f}/s at {first}, "
-            f"{_median(at, 'rejected_per_s', max_concurrent=top):,.0f}/s at {top}). "
+        pools = ", ".join(
+            f"{int(pool)} (median {median:,.1f}/s, max {most:,.1f}/s)"
+            for pool, median, most in zip(
+                rejected["max_concurrent"], rejected["median"], rejected["max"], strict=True
+            )
         )
+        text += f"The server (cap {server_cap}) refused calls (429, 503) in a repeat at pool sizes {pools}. "
     if decision.chosen is None:
         return Finding(
             title="Task pool: concurrency against a capped API",
