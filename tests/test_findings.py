@@ -45,11 +45,11 @@ def taskpool_finding(
 
 
 def test_taskpool_recommends_the_smallest_pool_near_the_best_that_draws_no_429() -> None:
-    flat = taskpool_finding({4: 200.0, 8: 400.0, 16: 401.0, 32: 402.0}, {4: 0, 8: 0, 16: 30, 32: 90})
+    flat = taskpool_finding({4: 200.0, 8: 400.0, 16: 401.0, 32: 402.0}, {4: 0, 8: 0, 16: 30, 32: 1200})
     assert flat.recommended == {"max_concurrent": 8}
     assert (
         "The server (cap 8) refused calls (429, 503) in a repeat at pool sizes "
-        "16 (median 30.0/s, max 30.0/s), 32 (median 90.0/s, max 90.0/s)." in flat.conclusion
+        "16 (median 30.0/s, max 30.0/s), 32 (median 1,200/s, max 1,200/s)." in flat.conclusion
     )
     assert "max_concurrent=16: rejected_per_s 30 in a repeat (needs rejected_per_s == 0)" in flat.conclusion
     assert "The nearest cheaper setting, max_concurrent=4, is 50% lower on throughput" in flat.conclusion

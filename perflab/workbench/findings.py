@@ -91,6 +91,11 @@ def _median(summary: pd.DataFrame, metric: str, **point: Any) -> float:
     return float(rows["median"].iloc[0])
 
 
+def _per_s(value: float) -> str:
+    """A rate as people read it: 6.5, 22,400."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
 def _scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -140,7 +145,7 @@ def taskpool(
         text += f"No setting drew a refusal (429, 503) from the server (cap {server_cap}) in any repeat. "
     else:
         pools = ", ".join(
-            f"{int(pool)} (median {median:,.1f}/s, max {most:,.1f}/s)"
+            f"{int(pool)} (median {_per_s(median)}/s, max {_per_s(most)}/s)"
             for pool, median, most in zip(
                 rejected["max_concurrent"], rejected["median"], rejected["max"], strict=True
             )
