@@ -13,6 +13,7 @@ from perflab.workbench.asyncio_experiments import (
     batch_experiment,
     gather_baseline,
     pool_experiment,
+    rate_ceiling,
     rate_experiment,
     run_rate,
     sequential_baseline,
@@ -104,6 +105,12 @@ def test_a_client_rate_needs_a_server_rate_and_must_be_positive() -> None:
         run_on(VirtualClockLoop, pool_experiment(4, "constant:20", client_rate=50.0))
     with pytest.raises(ValueError, match="client_rate must be > 0"):
         run_on(VirtualClockLoop, pool_experiment(4, "constant:20", server_rate=50.0, client_rate=0.0))
+
+
+def test_a_given_jitter_sizes_the_ceiling_and_is_named_as_given() -> None:
+    given = asyncio.run(rate_ceiling(200.0, 1, 2.0, probe_rate=200.0, given_as="observed"))
+    assert given == (pytest.approx(200 / 1.4), 2.0, "observed")
+    assert asyncio.run(rate_ceiling(200.0, 11, 2.0, probe_rate=200.0))[1:] == (2.0, "given")
 
 
 def test_baselines() -> None:

@@ -396,15 +396,17 @@ async def rate_ceiling(
     *,
     probe_rate: float,
     probe_burst: float = 1,
+    given_as: str = "given",
     **options: Any,
 ) -> tuple[float, float, str]:
     """The highest rate the server never refuses (:func:`rate_with_headroom`), the send
     jitter (ms) it allows for, and where that came from: ``send_jitter_ms`` when given
-    (observed in production, or set), else this loop's lag measured while the limiter
-    sends at ``probe_rate`` to that server (:func:`loop_lag_while` with ``options``)."""
+    (named ``given_as``: "observed" from a server profile, or set), else this loop's lag
+    measured while the limiter sends at ``probe_rate`` to that server
+    (:func:`loop_lag_while` with ``options``)."""
     from perflab.aio.ratelimit import rate_with_headroom
 
-    source = "given"
+    source = given_as
     if send_jitter_ms is None:
         lag_s, samples = await loop_lag_while(
             probe_rate, probe_burst, server_rate=server_rate, server_burst=server_burst, **options
