@@ -7,7 +7,9 @@ import argparse
 import functools
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,6 +157,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _ignore_further_ctrl_c() -> None:
+    """The sweep was interrupted and what finished is saved: the command only says so and
+    exits 130. run_sweep holds a second Ctrl-C back until its save is done; one that comes
+    after (a user pressing twice) could only cut this last line short with a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from perflab.measure.sweep import SweepInterrupted
     from perflab.workbench.user_sweep import Plan, TargetFailed, parse_grid, run_sweep
@@ -180,10 +190,12 @@ def _sweep(args: argparse.Namespace) -> int:
             cluster=_cluster_of(args),
         )
     except SweepInterrupted as stop:
+        _ignore_further_ctrl_c()
         saved = f"saved to {stop.saved_to}" if len(stop.frame) else "nothing had finished"
         print(f"perflab sweep: interrupted; {len(stop.frame)} finished runs {saved}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
+        _ignore_further_ctrl_c()
         print("perflab sweep: interrupted before the first run", file=sys.stderr)
         return 130
     except TargetFailed as error:  # the user's function, not the arguments
